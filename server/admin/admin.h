@@ -1,0 +1,46 @@
+/* server/admin/admin.h: the REST admin API (/api/v1, Headscale 0.29's routes
+ * and JSON shapes), /health and /ready for load balancers, and the internal
+ * replica-to-replica route (/internal/v1/peer) that carries raft/'s
+ * forwarding. One handler for every request of the client listener and the
+ * local Unix socket. */
+#ifndef CONCORD_SERVER_ADMIN_ADMIN_H
+#define CONCORD_SERVER_ADMIN_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft/cluster.h"
+#include "server/net/http.h"
+#include "storage/store.h"
+
+#define ADMIN_CLUSTER_SECRET_BYTES 32
+
+struct admin_options {
+    struct cluster *cluster;   /* borrowed */
+    struct store *store;       /* borrowed */
+    uv_loop_t *loop;
+    /* Shared by every replica (cluster.secret_path): authenticates
+     * /internal/v1/peer. */
+    uint8_t cluster_secret[ADMIN_CLUSTER_SECRET_BYTES];
+    unsigned ready_max_apply_lag; /* /ready fails when commit - applied exceeds it */
+};
+
+struct admin;
+int admin_new(const struct admin_options *opts, struct admin **out);
+void admin_free(struct admin *a); /* NULL is fine */
+
+/* net_http_handler_cb for the client listener and the Unix socket. */
+void admin_handle(void *arg, struct net_http_request *req);
+
+/* raft/'s peer transport over the internal HTTP route: pass
+ * { .send = admin_peer_send, .arg = <struct admin_peer_client *> }. The
+ * client needs only the loop and the secret, so it exists before the cluster. */
+struct admin_peer_client {
+    uv_loop_t *loop;
+    uint8_t cluster_secret[ADMIN_CLUSTER_SECRET_BYTES];
+    unsigned timeout_ms;
+};
+int admin_peer_send(void *arg, const char *http_address, const uint8_t *request, size_t len,
+                    cluster_transport_done_cb done, void *req_arg);
+
+#endif

@@ -1,0 +1,109 @@
+/* server/net/http.h: the HTTP/1.1 server (TCP and Unix socket listeners on
+ * libuv, parsed with http-parser) and a small asynchronous HTTP/1.1 client for
+ * replica-to-replica requests.
+ *
+ * Server: each complete request is handed to the handler as a heap object the
+ * handler owns until it calls net_http_respond() exactly once, now or later
+ * (after a Raft round trip). If the connection dies meanwhile, respond only
+ * frees the request. One request at a time per connection (keep-alive, no
+ * pipelined concurrency): the next one is parsed after the response is queued. */
+#ifndef CONCORD_SERVER_NET_HTTP_H
+#define CONCORD_SERVER_NET_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#define NET_CODES(X)                                                                               \
+    X(NET_OK, "ok")                                                                                \
+    X(NET_NOMEM, "out of memory")                                                                  \
+    X(NET_ADDRESS, "invalid address")                                                              \
+    X(NET_LISTEN, "cannot listen")                                                                 \
+    X(NET_CONNECT, "cannot connect")                                                               \
+    X(NET_TIMEOUT, "timed out")                                                                    \
+    X(NET_PROTOCOL, "malformed HTTP")                                                              \
+    X(NET_TOOBIG, "message too large")                                                             \
+    X(NET_CLOSED, "connection closed")
+
+enum net_code {
+#define X(code, msg) code,
+    NET_CODES(X)
+#undef X
+};
+const char *net_strerror(int code);
+
+struct net_http_header {
+    char *name; /* as received; compare case-insensitively */
+    char *value;
+};
+
+struct net_http_request {
+    uint64_t conn_id;         /* appears in log lines */
+    bool is_local;            /* arrived on the Unix socket: trusted by file permissions */
+    char peer[64];            /* "ip:port" or "unix" */
+    char method[16];          /* "GET", "POST", ... */
+    char *path;               /* decoded path, no query: "/api/v1/user" */
+    char *query;              /* raw query without '?', "" if none */
+    struct net_http_header *headers;
+    size_t n_headers;
+    uint8_t *body;            /* NUL-terminated for convenience; body_len excludes it */
+    size_t body_len;
+    void *internal;           /* net/'s bookkeeping: do not touch */
+};
+
+/* Case-insensitive header lookup; NULL if absent. */
+const char *net_http_header_get(const struct net_http_request *req, const char *name);
+/* Finds `name` in the query string and URL-decodes its value into buf;
+ * false if absent or too long. */
+bool net_http_query_get(const struct net_http_request *req, const char *name, char *buf,
+                        size_t cap);
+
+/* Sends the response and frees req. extra_headers is NULL or preformatted
+ * "Name: value\r\n" lines. body may be NULL when len is 0. */
+void net_http_respond(struct net_http_request *req, int status, const char *content_type,
+                      const char *extra_headers, const void *body, size_t len);
+
+typedef void (*net_http_handler_cb)(void *arg, struct net_http_request *req);
+
+struct net_http_server_options {
+    const char *tcp_address;     /* "host:port"; NULL: no TCP listener */
+    const char *unix_path;       /* NULL: no Unix socket */
+    unsigned unix_mode;          /* e.g. 0770 */
+    size_t max_body_bytes;       /* larger bodies get 413 without reaching the handler */
+    size_t max_header_bytes;     /* larger heads get 431 */
+    unsigned idle_timeout_ms;    /* keep-alive idle and slow-request deadline */
+    net_http_handler_cb handler;
+    void *handler_arg;
+};
+
+struct net_http_server;
+int net_http_server_new(uv_loop_t *loop, const struct net_http_server_options *opts,
+                        struct net_http_server **out, char *errmsg);
+/* The bound TCP port (useful with port 0). */
+int net_http_server_port(const struct net_http_server *s);
+/* Stops listening and closes every connection; in-flight requests are
+ * answered into the void. cb fires once all handles are closed. */
+typedef void (*net_close_cb)(void *arg);
+void net_http_server_close(struct net_http_server *s, net_close_cb cb, void *arg);
+
+/* Client: one request on a fresh connection to "host:port". cb fires exactly
+ * once on the loop thread: status NET_OK with the HTTP status and body
+ * (borrowed for the call), or an error (NET_CONNECT, NET_TIMEOUT, ...). */
+typedef void (*net_http_client_cb)(void *arg, int status, int http_status, const uint8_t *body,
+                                   size_t len);
+struct net_http_client_request {
+    const char *address;         /* "host:port" */
+    const char *method;
+    const char *path;            /* with query */
+    const char *extra_headers;   /* NULL or "Name: value\r\n" lines */
+    const void *body;
+    size_t body_len;
+    unsigned timeout_ms;         /* whole exchange */
+    size_t max_response_bytes;
+};
+int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
+                         net_http_client_cb cb, void *arg);
+
+#endif
