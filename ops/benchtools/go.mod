@@ -1,0 +1,3 @@
+module concord/ops/benchtools
+
+go 1.22
