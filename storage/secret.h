@@ -9,11 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SECRET_PREFIX_LEN     12
-#define SECRET_HASH_BYTES     32
-#define SECRET_TOKEN_MAX      96 /* with the terminating NUL */
-#define SECRET_KIND_PREAUTH   "concord-auth"
-#define SECRET_KIND_APIKEY    "concord-api"
+#define SECRET_PREFIX_LEN   12
+#define SECRET_HASH_BYTES   32
+#define SECRET_TOKEN_MAX    96 /* with the terminating NUL */
+#define SECRET_KIND_PREAUTH "concord-auth"
+#define SECRET_KIND_APIKEY  "concord-api"
 
 /* Makes a new token of the given kind (one of SECRET_KIND_*). Writes the
  * NUL-terminated token, its prefix (SECRET_PREFIX_LEN + 1 bytes) and hash. */

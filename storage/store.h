@@ -36,7 +36,7 @@ enum store_code {
 };
 const char *store_strerror(int code);
 
-struct store; /* opaque */
+struct store;     /* opaque */
 struct store_txn; /* opaque; a read or write transaction */
 
 struct store_options {
@@ -66,9 +66,16 @@ int store_backup_copy(struct store *s, const char *path);
 int store_txn_begin(struct store *s, bool is_write, struct store_txn **out);
 int store_txn_commit(struct store_txn *t); /* frees t, also on error */
 void store_txn_abort(struct store_txn *t); /* frees t; NULL is fine */
+/* Context of the last failure inside t ("" if none). Read transactions keep
+ * their own message (they may run on several threads); a write transaction's
+ * failures, and commit failures, are also in store_errmsg(). STORE_NOTFOUND,
+ * STORE_EXISTS and STORE_INVALID from a put or delete change nothing and leave
+ * the transaction usable; after any other error abort it (when LMDB refused a
+ * write part-way, commit returns that same code and writes nothing). */
+const char *store_txn_errmsg(const struct store_txn *t);
 
-/* Frees a record returned by any *_get or passed to an iteration callback that
- * the callback decided to keep (see store_*_each). */
+/* Frees a record returned by any *_get. Records passed to iteration
+ * callbacks are freed by the walk (see store_*_each). */
 void store_record_free(void *record); /* ProtobufCMessage *, NULL is fine */
 
 /* ---- meta ---- */
@@ -78,13 +85,17 @@ int store_applied_index_put(struct store_txn *t, uint64_t index);
  * starting at 1. Deterministic: the same state gives the same id. */
 int store_next_id(struct store_txn *t, const char *sequence, uint64_t *out);
 int store_schema_version_get(struct store_txn *t, uint32_t *out);
-/* Free-form identity values (e.g. "cluster_uuid", "noise_public_key"). */
+/* Free-form identity values (e.g. "cluster_uuid", "noise_public_key"). They
+ * are local to this replica: not in dumps, not in the state hash, and kept by
+ * store_load. store_meta_get: STORE_INVALID with *len set to the value's size
+ * when it does not fit in cap. */
 int store_meta_get(struct store_txn *t, const char *name, uint8_t *buf, size_t cap, size_t *len);
 int store_meta_put(struct store_txn *t, const char *name, const uint8_t *val, size_t len);
 
 /* Iteration: each *_each calls cb for every record in key order. The record
  * is freed after cb returns (copy what you keep); a non-zero return from cb
- * stops the walk and is returned. */
+ * stops the walk and is returned. cb may read through the same transaction
+ * but must not write through it. */
 typedef int (*store_each_cb)(const ProtobufCMessage *record, void *arg);
 
 /* ---- users (unique name index) ---- */
@@ -150,6 +161,7 @@ int store_replica_delete(struct store_txn *t, uint64_t id);
 int store_replica_each(struct store_txn *t, store_each_cb cb, void *arg);
 
 /* ---- audit log, append-only, keyed by Raft index ---- */
+/* One entry per index (> 0): STORE_EXISTS if the index already has one. */
 int store_audit_append(struct store_txn *t, const Concord__AuditEntry *e);
 /* Walks entries with index > after_index in order, at most `limit` (0: all). */
 int store_audit_each(struct store_txn *t, uint64_t after_index, size_t limit, store_each_cb cb,
@@ -170,7 +182,10 @@ int store_dedup_trim(struct store_txn *t, uint64_t min_index);
 int store_dump(struct store_txn *t, uint8_t **out, size_t *len);
 /* Replaces every replicated sub-database with the dump's content, inside the
  * given write transaction; verifies format and checksum first and changes
- * nothing on STORE_CORRUPT. *applied_index gets the index recorded in the dump. */
+ * nothing on any error. STORE_CORRUPT (damaged or inconsistent dump) and
+ * STORE_SCHEMA (a newer dump format) depend only on the bytes, so every
+ * replica refuses alike, and leave t usable. Secondary indexes are rebuilt;
+ * local meta values stay. *applied_index gets the dump's index. */
 int store_load(struct store_txn *t, const uint8_t *dump, size_t len, uint64_t *applied_index);
 /* BLAKE2b-256 over the logical content of every replicated sub-database
  * (not the applied index, not de-duplication entries): equal on two replicas
