@@ -1,2 +1,939 @@
-/* placeholder: replaced by the module owner */
-typedef int placeholder_unused;
+/* server/config.c: the configuration table and everything it drives.
+ * Parsing: libyaml loads the document; the root mapping is walked, each key
+ * (dotted inside sections: "cluster.id") looked up in the table and its value
+ * checked and stored by the row's type. Defaults are stored first, from the
+ * same table, through the same setters; derived defaults and checks that
+ * involve two keys come last. Nothing is kept on error. */
+#include "server/config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "server/log.h"
+#include "server/net/address.h"
+
+#define CONFIG_FILE_MAX_BYTES (1024 * 1024)
+#define KEY_MAX               128
+
+const char *config_strerror(int code)
+{
+    switch (code) {
+#define X(c, msg)                                                                                  \
+    case c:                                                                                        \
+        return msg;
+        CONFIG_CODES(X)
+#undef X
+    }
+    return "unknown error";
+}
+
+enum cfg_type {
+    CFG_STRING,    /* char *, may be empty */
+    CFG_PATH,      /* char *, not empty */
+    CFG_URL,       /* char *, http:// or https:// */
+    CFG_ADDR,      /* char *, "host:port" to listen on (port 0: any) */
+    CFG_UINT,      /* uint64_t within [min, max] */
+    CFG_OCTAL,     /* unsigned file mode, "0770" */
+    CFG_ENUM,      /* unsigned index into choices */
+    CFG_ADDR_LIST, /* struct config_strings of peer "host:port" */
+    CFG_MEMBERS,   /* struct config_members from "ID@RAFT_ADDR" */
+};
+
+enum cfg_default {
+    CFG_DEFAULT_TEXT,    /* def is the default, parsed like a value from the file */
+    CFG_DEFAULT_EMPTY,   /* lists: empty */
+    CFG_DEFAULT_DERIVED, /* computed from other keys after parsing (see derive_defaults) */
+    CFG_REQUIRED,        /* no default: the file must say */
+};
+
+struct cfg_row {
+    const char *name;
+    enum cfg_type type;
+    size_t offset;
+    enum cfg_default default_kind;
+    const char *def;
+    uint64_t min;
+    uint64_t max;
+    const char *const *choices; /* CFG_ENUM, NULL-terminated */
+    const char *doc;
+};
+
+static const char *const level_choices[] = {[LOG_LEVEL_ERROR] = "error",
+                                            [LOG_LEVEL_WARN] = "warn",
+                                            [LOG_LEVEL_INFO] = "info",
+                                            [LOG_LEVEL_DEBUG] = "debug",
+                                            NULL};
+static const char *const format_choices[] = {
+    [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json", NULL};
+
+#define OFF(field) offsetof(struct config, field)
+#define TEXT       CFG_DEFAULT_TEXT
+#define EMPTY      CFG_DEFAULT_EMPTY
+#define DERIVED    CFG_DEFAULT_DERIVED
+#define REQUIRED   CFG_REQUIRED
+
+/* Sections are contiguous: config_print() starts one when the prefix changes. */
+static const struct cfg_row rows[] = {
+    {"server_url", CFG_URL, OFF(server_url), DERIVED, NULL, 0, 0, NULL,
+     "URL clients use to reach this server; default http://<listen_addr>"},
+    {"listen_addr", CFG_ADDR, OFF(listen_addr), TEXT, "127.0.0.1:8080", 0, 0, NULL,
+     "TCP address of the client and admin HTTP listener"},
+    {"unix_socket", CFG_STRING, OFF(unix_socket), TEXT, "/var/run/concord/concord.sock", 0, 0, NULL,
+     "Unix socket of the local CLI, trusted by file permissions; \"\" disables it"},
+    {"unix_socket_permission", CFG_OCTAL, OFF(unix_socket_permission), TEXT, "0770", 0, 0777, NULL,
+     "file mode of the Unix socket"},
+    {"data_dir", CFG_PATH, OFF(data_dir), TEXT, "/var/lib/concord", 0, 0, NULL,
+     "state lives in <data_dir>/state (LMDB) and <data_dir>/raft (Raft log, snapshots)"},
+    {"log.level", CFG_ENUM, OFF(log.level), TEXT, "info", 0, 0, level_choices,
+     "error, warn, info or debug"},
+    {"log.format", CFG_ENUM, OFF(log.format), TEXT, "text", 0, 0, format_choices,
+     "text or json (one object per line)"},
+    {"cluster.id", CFG_UINT, OFF(cluster.id), REQUIRED, NULL, 1, UINT64_MAX, NULL,
+     "Raft id of this replica, unique in the cluster"},
+    {"cluster.raft_listen_addr", CFG_ADDR, OFF(cluster.raft_listen_addr), TEXT, "127.0.0.1:7001", 0,
+     0, NULL, "TCP address of the Raft transport"},
+    {"cluster.advertise_http_addr", CFG_ADDR, OFF(cluster.advertise_http_addr), DERIVED, NULL, 0, 0,
+     NULL, "address peers use to reach this replica's HTTP listener; default listen_addr"},
+    {"cluster.secret_path", CFG_PATH, OFF(cluster.secret_path), REQUIRED, NULL, 0, 0, NULL,
+     "file with the 32-byte secret shared by all replicas (64 hex chars, mode 0600)"},
+    {"cluster.initial_members", CFG_MEMBERS, OFF(cluster.initial_members), EMPTY, NULL, 0, 0, NULL,
+     "\"ID@RAFT_ADDR\" of every first voter; bootstraps a pristine raft dir"},
+    {"cluster.join", CFG_ADDR_LIST, OFF(cluster.join), EMPTY, NULL, 0, 0, NULL,
+     "HTTP addresses of running replicas to join through when the raft dir is pristine"},
+    {"cluster.election_timeout_ms", CFG_UINT, OFF(cluster.election_timeout_ms), TEXT, "1000", 100,
+     60000, NULL, "time without a leader before a replica starts an election"},
+    {"cluster.heartbeat_timeout_ms", CFG_UINT, OFF(cluster.heartbeat_timeout_ms), TEXT, "100", 10,
+     10000, NULL, "interval of the leader's heartbeats; below the election timeout"},
+    {"cluster.snapshot_threshold", CFG_UINT, OFF(cluster.snapshot_threshold), TEXT, "4096", 1,
+     UINT32_MAX, NULL, "log entries between two snapshots"},
+    {"cluster.snapshot_trailing", CFG_UINT, OFF(cluster.snapshot_trailing), TEXT, "8192", 0,
+     UINT32_MAX, NULL, "log entries kept behind a snapshot for lagging followers"},
+    {"cluster.ready_max_apply_lag", CFG_UINT, OFF(cluster.ready_max_apply_lag), TEXT, "100", 0,
+     UINT32_MAX, NULL, "/ready fails while commit index - applied index exceeds this"},
+    {"http.max_body_bytes", CFG_UINT, OFF(http.max_body_bytes), TEXT, "1048576", 1024,
+     1024 * 1024 * 1024, NULL, "larger request bodies are refused with 413"},
+};
+
+#define N_ROWS (sizeof rows / sizeof rows[0])
+
+struct parse_ctx {
+    const char *name; /* of the file, for messages */
+    yaml_document_t *doc;
+    struct config *cfg;
+    size_t line[N_ROWS]; /* where each key was set; 0: not in the file */
+    char *errmsg;
+};
+
+static void *field(struct config *cfg, const struct cfg_row *row)
+{
+    return (char *)cfg + row->offset;
+}
+
+static const void *const_field(const struct config *cfg, const struct cfg_row *row)
+{
+    return (const char *)cfg + row->offset;
+}
+
+/* Copies s for a message: printable ASCII only, so a hostile file cannot
+ * put escape sequences on the operator's terminal. */
+static void printable(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len && n + 1 < cap; i++)
+        out[n++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    out[n] = '\0';
+}
+
+__attribute__((format(printf, 2, 3))) static void set_errmsg(char *errmsg, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errmsg == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errmsg, 256, fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 4, 5))) static int fail(struct parse_ctx *ctx, size_t line,
+                                                      const char *key, const char *fmt, ...)
+{
+    char reason[200];
+    char shown[KEY_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    printable(shown, sizeof shown, key, strlen(key));
+    if (line > 0)
+        set_errmsg(ctx->errmsg, "%s:%zu: key '%s': %s", ctx->name, line, shown, reason);
+    else
+        set_errmsg(ctx->errmsg, "%s: key '%s': %s", ctx->name, shown, reason);
+    return CONFIG_INVALID;
+}
+
+static size_t node_line(const yaml_node_t *node)
+{
+    return node->start_mark.line + 1;
+}
+
+static const char *node_kind(const yaml_node_t *node)
+{
+    switch (node->type) {
+    case YAML_SCALAR_NODE:
+        return "a scalar";
+    case YAML_SEQUENCE_NODE:
+        return "a sequence";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_NO_NODE:
+        break;
+    }
+    return "nothing";
+}
+
+/* A plain empty, "~" or "null" scalar is YAML's null: a key without value. */
+static bool is_null(const yaml_node_t *node)
+{
+    const char *v;
+
+    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    v = (const char *)node->data.scalar.value;
+    return v[0] == '\0' || strcmp(v, "~") == 0 || strcasecmp(v, "null") == 0;
+}
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* "host:port" with a port other than 0, short enough for a member record. */
+static bool is_peer_address(const char *s)
+{
+    char host[CONFIG_ADDRESS_MAX];
+    unsigned port;
+
+    return strlen(s) < CONFIG_ADDRESS_MAX && net_address_split(s, host, sizeof host, &port) == 0 &&
+           port > 0;
+}
+
+static int set_string(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
+                      size_t line)
+{
+    char **slot = field(ctx->cfg, row);
+    char host[CONFIG_ADDRESS_MAX];
+    unsigned port;
+    char *copy;
+
+    switch (row->type) {
+    case CFG_PATH:
+        if (text[0] == '\0')
+            return fail(ctx, line, row->name, "must not be empty");
+        break;
+    case CFG_URL:
+        if (strncmp(text, "http://", 7) != 0 && strncmp(text, "https://", 8) != 0)
+            return fail(ctx, line, row->name, "expected a URL starting with http:// or https://");
+        break;
+    case CFG_ADDR:
+        if (strlen(text) >= CONFIG_ADDRESS_MAX ||
+            net_address_split(text, host, sizeof host, &port) != 0)
+            return fail(ctx, line, row->name, "expected host:port, e.g. 127.0.0.1:8080");
+        break;
+    default:
+        break;
+    }
+    copy = strdup(text);
+    if (copy == NULL)
+        return CONFIG_NOMEM;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* Stores a scalar value; text is NUL-terminated and has no NUL inside. */
+static int set_scalar(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
+                      size_t line)
+{
+    uint64_t v;
+
+    switch (row->type) {
+    case CFG_STRING:
+    case CFG_PATH:
+    case CFG_URL:
+    case CFG_ADDR:
+        return set_string(ctx, row, text, line);
+    case CFG_UINT:
+        if (parse_uint(text, &v) != 0)
+            return fail(ctx, line, row->name, "expected an unsigned integer");
+        if (v < row->min || v > row->max)
+            return fail(ctx, line, row->name, "%llu is out of range %llu..%llu",
+                        (unsigned long long)v, (unsigned long long)row->min,
+                        (unsigned long long)row->max);
+        *(uint64_t *)field(ctx->cfg, row) = v;
+        return 0;
+    case CFG_OCTAL:
+        v = 0;
+        for (const char *p = text; *p != '\0'; p++) {
+            if (*p < '0' || *p > '7' || p - text >= 4)
+                return fail(ctx, line, row->name, "expected an octal file mode, e.g. \"0770\"");
+            v = v * 8 + (uint64_t)(*p - '0');
+        }
+        if (text[0] == '\0' || v > row->max)
+            return fail(ctx, line, row->name, "expected an octal file mode, e.g. \"0770\"");
+        *(unsigned *)field(ctx->cfg, row) = (unsigned)v;
+        return 0;
+    case CFG_ENUM:
+        for (unsigned i = 0; row->choices[i] != NULL; i++) {
+            if (strcasecmp(text, row->choices[i]) == 0) {
+                *(unsigned *)field(ctx->cfg, row) = i;
+                return 0;
+            }
+        }
+        {
+            char shown[64];
+            char allowed[128] = "";
+
+            for (unsigned i = 0; row->choices[i] != NULL; i++) {
+                if (i > 0)
+                    strcat(allowed, ", ");
+                strcat(allowed, row->choices[i]);
+            }
+            printable(shown, sizeof shown, text, strlen(text));
+            return fail(ctx, line, row->name, "'%s' is not one of %s", shown, allowed);
+        }
+    case CFG_ADDR_LIST:
+    case CFG_MEMBERS:
+        break;
+    }
+    return fail(ctx, line, row->name, "expected a sequence");
+}
+
+static void strings_clear(struct config_strings *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+static int parse_member(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
+                        size_t line, struct config_member *out)
+{
+    const char *at = strchr(text, '@');
+    char id_text[24];
+    size_t id_len = at != NULL ? (size_t)(at - text) : 0;
+
+    if (at == NULL || id_len == 0 || id_len >= sizeof id_text)
+        return fail(ctx, line, row->name, "expected \"ID@RAFT_ADDR\", e.g. \"1@10.0.0.1:7001\"");
+    memcpy(id_text, text, id_len);
+    id_text[id_len] = '\0';
+    if (parse_uint(id_text, &out->id) != 0 || out->id == 0)
+        return fail(ctx, line, row->name, "member id must be an integer >= 1");
+    if (!is_peer_address(at + 1))
+        return fail(ctx, line, row->name, "member address must be host:port with a port");
+    snprintf(out->raft_address, sizeof out->raft_address, "%s", at + 1);
+    return 0;
+}
+
+static int set_sequence(struct parse_ctx *ctx, const struct cfg_row *row, const yaml_node_t *seq)
+{
+    yaml_node_item_t *start = seq->data.sequence.items.start;
+    size_t n = (size_t)(seq->data.sequence.items.top - start);
+    struct config_strings strings = {0};
+    struct config_members members = {0};
+    int rv = 0;
+
+    if (n > 0) {
+        if (row->type == CFG_MEMBERS)
+            members.items = calloc(n, sizeof *members.items);
+        else
+            strings.items = calloc(n, sizeof *strings.items);
+        if (members.items == NULL && strings.items == NULL)
+            return CONFIG_NOMEM;
+    }
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        yaml_node_t *item = yaml_document_get_node(ctx->doc, start[i]);
+        const char *text;
+
+        if (item == NULL || item->type != YAML_SCALAR_NODE || is_null(item)) {
+            rv = fail(ctx, item != NULL ? node_line(item) : node_line(seq), row->name,
+                      "items must be strings");
+            break;
+        }
+        text = (const char *)item->data.scalar.value;
+        if (strlen(text) != item->data.scalar.length) {
+            rv = fail(ctx, node_line(item), row->name, "item contains a NUL byte");
+            break;
+        }
+        if (row->type == CFG_MEMBERS) {
+            rv = parse_member(ctx, row, text, node_line(item), &members.items[i]);
+            for (size_t j = 0; rv == 0 && j < i; j++) {
+                if (members.items[j].id == members.items[i].id)
+                    rv = fail(ctx, node_line(item), row->name, "member id %llu appears twice",
+                              (unsigned long long)members.items[i].id);
+                else if (strcmp(members.items[j].raft_address, members.items[i].raft_address) == 0)
+                    rv = fail(ctx, node_line(item), row->name, "address %s appears twice",
+                              members.items[i].raft_address);
+            }
+            members.n = i + 1;
+        } else if (!is_peer_address(text)) {
+            rv = fail(ctx, node_line(item), row->name, "items must be host:port with a port");
+        } else {
+            strings.items[i] = strdup(text);
+            if (strings.items[i] == NULL)
+                rv = CONFIG_NOMEM;
+            strings.n = i + 1;
+        }
+    }
+    if (rv != 0) {
+        free(members.items);
+        strings_clear(&strings);
+        return rv;
+    }
+    if (row->type == CFG_MEMBERS)
+        *(struct config_members *)field(ctx->cfg, row) = members;
+    else
+        *(struct config_strings *)field(ctx->cfg, row) = strings;
+    return 0;
+}
+
+static int set_value(struct parse_ctx *ctx, const struct cfg_row *row, const yaml_node_t *value)
+{
+    bool is_list = row->type == CFG_ADDR_LIST || row->type == CFG_MEMBERS;
+    const char *text;
+
+    if (is_list) {
+        if (is_null(value))
+            return 0; /* stays empty */
+        if (value->type != YAML_SEQUENCE_NODE)
+            return fail(ctx, node_line(value), row->name, "expected a sequence, got %s",
+                        node_kind(value));
+        return set_sequence(ctx, row, value);
+    }
+    if (value->type != YAML_SCALAR_NODE)
+        return fail(ctx, node_line(value), row->name, "expected a scalar, got %s",
+                    node_kind(value));
+    if (is_null(value))
+        return fail(ctx, node_line(value), row->name, "missing value");
+    text = (const char *)value->data.scalar.value;
+    if (strlen(text) != value->data.scalar.length)
+        return fail(ctx, node_line(value), row->name, "value contains a NUL byte");
+    return set_scalar(ctx, row, text, node_line(value));
+}
+
+static const struct cfg_row *find_row(const char *name)
+{
+    for (size_t i = 0; i < N_ROWS; i++) {
+        if (strcmp(rows[i].name, name) == 0)
+            return &rows[i];
+    }
+    return NULL;
+}
+
+static bool is_section(const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < N_ROWS; i++) {
+        if (strncmp(rows[i].name, name, len) == 0 && rows[i].name[len] == '.')
+            return true;
+    }
+    return false;
+}
+
+static bool is_duplicate_key(const yaml_document_t *doc, const yaml_node_pair_t *first,
+                             const yaml_node_pair_t *pair)
+{
+    const yaml_node_t *key = yaml_document_get_node((yaml_document_t *)doc, pair->key);
+
+    for (const yaml_node_pair_t *p = first; p < pair; p++) {
+        const yaml_node_t *other = yaml_document_get_node((yaml_document_t *)doc, p->key);
+
+        if (other->data.scalar.length == key->data.scalar.length &&
+            memcmp(other->data.scalar.value, key->data.scalar.value, key->data.scalar.length) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Walks a mapping: the root (prefix "") or a section. Every key before the
+ * current one was valid, which bounds the duplicate check by the table. */
+static int walk_mapping(struct parse_ctx *ctx, const yaml_node_t *map, const char *prefix)
+{
+    const yaml_node_pair_t *first = map->data.mapping.pairs.start;
+
+    for (const yaml_node_pair_t *pair = first; pair < map->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key = yaml_document_get_node(ctx->doc, pair->key);
+        yaml_node_t *value = yaml_document_get_node(ctx->doc, pair->value);
+        const struct cfg_row *row;
+        char name[KEY_MAX];
+        int rv;
+
+        if (key == NULL || value == NULL)
+            return fail(ctx, node_line(map), prefix, "malformed mapping");
+        if (key->type != YAML_SCALAR_NODE)
+            return fail(ctx, node_line(key), prefix, "keys must be strings, got %s",
+                        node_kind(key));
+        /* Names come from nesting only: a dotted key is not one of ours. */
+        if (key->data.scalar.length >= KEY_MAX - strlen(prefix) - 1 ||
+            strlen((const char *)key->data.scalar.value) != key->data.scalar.length ||
+            strchr((const char *)key->data.scalar.value, '.') != NULL) {
+            char shown[KEY_MAX];
+
+            printable(shown, sizeof shown, (const char *)key->data.scalar.value,
+                      strnlen((const char *)key->data.scalar.value, KEY_MAX - 1));
+            return fail(ctx, node_line(key), shown, "unknown key");
+        }
+        snprintf(name, sizeof name, "%s%s%s", prefix, prefix[0] != '\0' ? "." : "",
+                 (const char *)key->data.scalar.value);
+        if (is_duplicate_key(ctx->doc, first, pair))
+            return fail(ctx, node_line(key), name, "appears twice");
+        row = find_row(name);
+        if (row != NULL) {
+            rv = set_value(ctx, row, value);
+            if (rv != 0)
+                return rv;
+            ctx->line[row - rows] = node_line(key);
+        } else if (prefix[0] == '\0' && is_section(name)) {
+            if (is_null(value))
+                continue; /* "log:" with nothing under it */
+            if (value->type != YAML_MAPPING_NODE)
+                return fail(ctx, node_line(value), name, "expected a mapping, got %s",
+                            node_kind(value));
+            rv = walk_mapping(ctx, value, name);
+            if (rv != 0)
+                return rv;
+        } else {
+            return fail(ctx, node_line(key), name, "unknown key");
+        }
+    }
+    return 0;
+}
+
+static size_t row_index(const char *name)
+{
+    const struct cfg_row *row = find_row(name);
+
+    return (size_t)(row - rows);
+}
+
+static bool is_wildcard(const char *addr)
+{
+    return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
+}
+
+static int derive_defaults(struct parse_ctx *ctx)
+{
+    struct config *cfg = ctx->cfg;
+
+    if (cfg->server_url == NULL) {
+        size_t len = strlen("http://") + strlen(cfg->listen_addr) + 1;
+
+        cfg->server_url = malloc(len);
+        if (cfg->server_url == NULL)
+            return CONFIG_NOMEM;
+        snprintf(cfg->server_url, len, "http://%s", cfg->listen_addr);
+    }
+    if (cfg->cluster.advertise_http_addr == NULL) {
+        if (is_wildcard(cfg->listen_addr))
+            return fail(ctx, ctx->line[row_index("listen_addr")], "cluster.advertise_http_addr",
+                        "required when listen_addr is a wildcard address (peers cannot use %s)",
+                        cfg->listen_addr);
+        cfg->cluster.advertise_http_addr = strdup(cfg->listen_addr);
+        if (cfg->cluster.advertise_http_addr == NULL)
+            return CONFIG_NOMEM;
+    }
+    return 0;
+}
+
+static int check_required(struct parse_ctx *ctx)
+{
+    for (size_t i = 0; i < N_ROWS; i++) {
+        if (rows[i].default_kind == CFG_REQUIRED && ctx->line[i] == 0)
+            return fail(ctx, 0, rows[i].name, "required (no default)");
+    }
+    return 0;
+}
+
+static int check_relations(struct parse_ctx *ctx)
+{
+    const struct config *cfg = ctx->cfg;
+    const struct config_members *m = &cfg->cluster.initial_members;
+    bool has_self = m->n == 0;
+
+    if (cfg->cluster.heartbeat_timeout_ms >= cfg->cluster.election_timeout_ms)
+        return fail(ctx, ctx->line[row_index("cluster.heartbeat_timeout_ms")],
+                    "cluster.heartbeat_timeout_ms",
+                    "must be below cluster.election_timeout_ms (%llu)",
+                    (unsigned long long)cfg->cluster.election_timeout_ms);
+    for (size_t i = 0; i < m->n; i++)
+        has_self = has_self || m->items[i].id == cfg->cluster.id;
+    if (!has_self)
+        return fail(ctx, ctx->line[row_index("cluster.initial_members")], "cluster.initial_members",
+                    "does not include this replica (cluster.id %llu)",
+                    (unsigned long long)cfg->cluster.id);
+    return 0;
+}
+
+static int apply_defaults(struct parse_ctx *ctx)
+{
+    for (size_t i = 0; i < N_ROWS; i++) {
+        if (rows[i].default_kind == CFG_DEFAULT_TEXT) {
+            int rv = set_scalar(ctx, &rows[i], rows[i].def, 0);
+
+            if (rv == CONFIG_NOMEM)
+                return rv;
+            assert(rv == 0); /* a default its own row refuses is our bug */
+        }
+    }
+    return 0;
+}
+
+static int load_document(struct parse_ctx *ctx, const char *buf, size_t len)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_document_t next;
+    yaml_node_t *root;
+    int rv = 0;
+
+    if (!yaml_parser_initialize(&parser))
+        return CONFIG_NOMEM;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    if (!yaml_parser_load(&parser, &doc))
+        goto err_syntax;
+    ctx->doc = &doc;
+    root = yaml_document_get_root_node(&doc);
+    if (root != NULL && root->type != YAML_MAPPING_NODE && !is_null(root))
+        rv = fail(ctx, node_line(root), "(top level)", "expected a mapping of keys, got %s",
+                  node_kind(root));
+    else if (root != NULL && root->type == YAML_MAPPING_NODE)
+        rv = walk_mapping(ctx, root, "");
+    yaml_document_delete(&doc);
+    ctx->doc = NULL;
+    if (rv != 0)
+        goto out;
+    if (!yaml_parser_load(&parser, &next))
+        goto err_syntax;
+    root = yaml_document_get_root_node(&next);
+    if (root != NULL)
+        rv = fail(ctx, node_line(root), "(top level)", "a second YAML document is not allowed");
+    yaml_document_delete(&next);
+    goto out;
+
+err_syntax:
+    if (parser.error == YAML_MEMORY_ERROR) {
+        rv = CONFIG_NOMEM;
+    } else {
+        rv = CONFIG_SYNTAX;
+        set_errmsg(ctx->errmsg, "%s:%zu: YAML: %s%s%s", ctx->name, parser.problem_mark.line + 1,
+                   parser.problem != NULL ? parser.problem : "error",
+                   parser.context != NULL ? " " : "", parser.context != NULL ? parser.context : "");
+    }
+out:
+    yaml_parser_delete(&parser);
+    return rv;
+}
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < N_ROWS; i++) {
+        void *slot = field(cfg, &rows[i]);
+
+        switch (rows[i].type) {
+        case CFG_STRING:
+        case CFG_PATH:
+        case CFG_URL:
+        case CFG_ADDR:
+            free(*(char **)slot);
+            break;
+        case CFG_ADDR_LIST:
+            strings_clear(slot);
+            break;
+        case CFG_MEMBERS:
+            free(((struct config_members *)slot)->items);
+            break;
+        case CFG_UINT:
+        case CFG_OCTAL:
+        case CFG_ENUM:
+            break;
+        }
+    }
+    free(cfg);
+}
+
+int config_parse(const char *name, const char *buf, size_t len, struct config **out, char *errmsg)
+{
+    struct parse_ctx ctx = {.name = name, .errmsg = errmsg};
+    int rv;
+
+    ctx.cfg = calloc(1, sizeof *ctx.cfg);
+    if (ctx.cfg == NULL)
+        return CONFIG_NOMEM;
+    rv = apply_defaults(&ctx);
+    if (rv == 0)
+        rv = load_document(&ctx, buf, len);
+    if (rv == 0)
+        rv = check_required(&ctx);
+    if (rv == 0)
+        rv = derive_defaults(&ctx);
+    if (rv == 0)
+        rv = check_relations(&ctx);
+    if (rv != 0) {
+        if (rv == CONFIG_NOMEM)
+            set_errmsg(errmsg, "%s: out of memory", name);
+        config_free(ctx.cfg);
+        return rv;
+    }
+    *out = ctx.cfg;
+    return 0;
+}
+
+int config_load(const char *path, struct config **out, char *errmsg)
+{
+    FILE *f;
+    char *buf;
+    size_t len;
+    int rv;
+
+    if (path == NULL)
+        return config_parse("(no config file)", "", 0, out, errmsg);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        set_errmsg(errmsg, "%s: %s", path, strerror(errno));
+        return CONFIG_IO;
+    }
+    buf = malloc(CONFIG_FILE_MAX_BYTES + 1);
+    if (buf == NULL) {
+        fclose(f);
+        return CONFIG_NOMEM;
+    }
+    len = fread(buf, 1, CONFIG_FILE_MAX_BYTES + 1, f);
+    if (ferror(f) || len > CONFIG_FILE_MAX_BYTES) {
+        set_errmsg(errmsg, "%s: %s", path,
+                   ferror(f) ? "read error" : "larger than 1 MiB, not a config file");
+        rv = CONFIG_IO;
+    } else {
+        rv = config_parse(path, buf, len, out, errmsg);
+    }
+    free(buf);
+    fclose(f);
+    return rv;
+}
+
+/* A YAML double-quoted scalar. */
+static void print_quoted(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f)
+            fprintf(out, "\\x%02x", ch);
+        else
+            fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+static void print_value(FILE *out, const struct config *cfg, const struct cfg_row *row)
+{
+    const void *slot = const_field(cfg, row);
+
+    switch (row->type) {
+    case CFG_STRING:
+    case CFG_PATH:
+    case CFG_URL:
+    case CFG_ADDR:
+        print_quoted(out, *(char *const *)slot);
+        break;
+    case CFG_UINT:
+        fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)slot);
+        break;
+    case CFG_OCTAL:
+        fprintf(out, "\"%04o\"", *(const unsigned *)slot);
+        break;
+    case CFG_ENUM:
+        fputs(row->choices[*(const unsigned *)slot], out);
+        break;
+    case CFG_ADDR_LIST: {
+        const struct config_strings *l = slot;
+
+        fputc('[', out);
+        for (size_t i = 0; i < l->n; i++) {
+            fputs(i > 0 ? ", " : "", out);
+            print_quoted(out, l->items[i]);
+        }
+        fputc(']', out);
+        break;
+    }
+    case CFG_MEMBERS: {
+        const struct config_members *m = slot;
+
+        fputc('[', out);
+        for (size_t i = 0; i < m->n; i++)
+            fprintf(out, "%s\"%llu@%s\"", i > 0 ? ", " : "", (unsigned long long)m->items[i].id,
+                    m->items[i].raft_address);
+        fputc(']', out);
+        break;
+    }
+    }
+}
+
+void config_print(const struct config *cfg, FILE *out)
+{
+    const char *section = "";
+    size_t section_len = 0;
+
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const char *dot = strchr(rows[i].name, '.');
+        const char *key = dot != NULL ? dot + 1 : rows[i].name;
+        size_t len = dot != NULL ? (size_t)(dot - rows[i].name) : 0;
+
+        if (len != section_len || strncmp(section, rows[i].name, len) != 0) {
+            section = rows[i].name;
+            section_len = len;
+            if (len > 0)
+                fprintf(out, "%.*s:\n", (int)len, section);
+        }
+        fprintf(out, "%s# %s\n%s%s: ", len > 0 ? "  " : "", rows[i].doc, len > 0 ? "  " : "", key);
+        print_value(out, cfg, &rows[i]);
+        fputc('\n', out);
+    }
+}
+
+static void secret_error(char *errmsg, const char *path, const char *why)
+{
+    set_errmsg(errmsg, "cluster secret %s: %s", path, why);
+}
+
+int config_secret_read(const char *path, uint8_t key[CONFIG_SECRET_BYTES], char *errmsg)
+{
+    char buf[2 * CONFIG_SECRET_BYTES + 2];
+    char why[96];
+    struct stat st;
+    size_t bin_len = 0;
+    ssize_t n;
+    int fd;
+    int rv = CONFIG_SECRET;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        secret_error(errmsg, path, strerror(errno));
+        return CONFIG_IO;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        secret_error(errmsg, path, "not a regular file");
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        snprintf(why, sizeof why, "mode %04o lets group or others read it; chmod 600 it",
+                 (unsigned)(st.st_mode & 07777));
+        secret_error(errmsg, path, why);
+        goto out;
+    }
+    n = read(fd, buf, sizeof buf);
+    if (n < 0) {
+        secret_error(errmsg, path, strerror(errno));
+        rv = CONFIG_IO;
+        goto out;
+    }
+    if (!(n == 2 * CONFIG_SECRET_BYTES ||
+          (n == 2 * CONFIG_SECRET_BYTES + 1 && buf[2 * CONFIG_SECRET_BYTES] == '\n')) ||
+        sodium_hex2bin(key, CONFIG_SECRET_BYTES, buf, 2 * CONFIG_SECRET_BYTES, NULL, &bin_len,
+                       NULL) != 0 ||
+        bin_len != CONFIG_SECRET_BYTES) {
+        sodium_memzero(key, CONFIG_SECRET_BYTES);
+        secret_error(errmsg, path, "expected 64 hex characters and an optional newline");
+        goto out;
+    }
+    rv = 0;
+out:
+    sodium_memzero(buf, sizeof buf);
+    close(fd);
+    return rv;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int config_secret_generate(const char *path, FILE *out, char *errmsg)
+{
+    uint8_t key[CONFIG_SECRET_BYTES];
+    char line[2 * CONFIG_SECRET_BYTES + 2];
+    int fd;
+    int rv = 0;
+
+    if (sodium_init() < 0) {
+        secret_error(errmsg, path != NULL ? path : "-", "libsodium failed to initialise");
+        return CONFIG_SECRET;
+    }
+    randombytes_buf(key, sizeof key);
+    sodium_bin2hex(line, sizeof line, key, sizeof key);
+    line[2 * CONFIG_SECRET_BYTES] = '\n';
+    if (path == NULL) {
+        if (fwrite(line, 1, sizeof line - 1, out) != sizeof line - 1 || fflush(out) != 0)
+            rv = CONFIG_IO;
+        goto out;
+    }
+    /* O_EXCL: an existing secret is never replaced, or the replica would no
+     * longer talk to its peers. */
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        secret_error(errmsg, path,
+                     errno == EEXIST ? "exists; refusing to overwrite it" : strerror(errno));
+        rv = CONFIG_IO;
+        goto out;
+    }
+    if (write_all(fd, line, sizeof line - 1) != 0 || fsync(fd) != 0) {
+        secret_error(errmsg, path, strerror(errno));
+        rv = CONFIG_IO;
+        unlink(path);
+    }
+    close(fd);
+out:
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(line, sizeof line);
+    return rv;
+}

@@ -40,17 +40,17 @@ struct net_http_header {
 };
 
 struct net_http_request {
-    uint64_t conn_id;         /* appears in log lines */
-    bool is_local;            /* arrived on the Unix socket: trusted by file permissions */
-    char peer[64];            /* "ip:port" or "unix" */
-    char method[16];          /* "GET", "POST", ... */
-    char *path;               /* decoded path, no query: "/api/v1/user" */
-    char *query;              /* raw query without '?', "" if none */
+    uint64_t conn_id; /* appears in log lines */
+    bool is_local;    /* arrived on the Unix socket: trusted by file permissions */
+    char peer[64];    /* "ip:port" or "unix" */
+    char method[16];  /* "GET", "POST", ... */
+    char *path;       /* decoded path, no query: "/api/v1/user" */
+    char *query;      /* raw query without '?', "" if none */
     struct net_http_header *headers;
     size_t n_headers;
-    uint8_t *body;            /* NUL-terminated for convenience; body_len excludes it */
+    uint8_t *body; /* NUL-terminated for convenience; body_len excludes it */
     size_t body_len;
-    void *internal;           /* net/'s bookkeeping: do not touch */
+    void *internal; /* net/'s bookkeeping: do not touch */
 };
 
 /* Case-insensitive header lookup; NULL if absent. */
@@ -68,12 +68,12 @@ void net_http_respond(struct net_http_request *req, int status, const char *cont
 typedef void (*net_http_handler_cb)(void *arg, struct net_http_request *req);
 
 struct net_http_server_options {
-    const char *tcp_address;     /* "host:port"; NULL: no TCP listener */
-    const char *unix_path;       /* NULL: no Unix socket */
-    unsigned unix_mode;          /* e.g. 0770 */
-    size_t max_body_bytes;       /* larger bodies get 413 without reaching the handler */
-    size_t max_header_bytes;     /* larger heads get 431 */
-    unsigned idle_timeout_ms;    /* keep-alive idle and slow-request deadline */
+    const char *tcp_address;  /* "host:port"; NULL: no TCP listener */
+    const char *unix_path;    /* NULL: no Unix socket */
+    unsigned unix_mode;       /* e.g. 0770 */
+    size_t max_body_bytes;    /* larger bodies get 413 without reaching the handler */
+    size_t max_header_bytes;  /* larger heads get 431 */
+    unsigned idle_timeout_ms; /* keep-alive idle and slow-request deadline */
     net_http_handler_cb handler;
     void *handler_arg;
 };
@@ -94,13 +94,13 @@ void net_http_server_close(struct net_http_server *s, net_close_cb cb, void *arg
 typedef void (*net_http_client_cb)(void *arg, int status, int http_status, const uint8_t *body,
                                    size_t len);
 struct net_http_client_request {
-    const char *address;         /* "host:port" */
+    const char *address; /* "host:port" */
     const char *method;
-    const char *path;            /* with query */
-    const char *extra_headers;   /* NULL or "Name: value\r\n" lines */
+    const char *path;          /* with query */
+    const char *extra_headers; /* NULL or "Name: value\r\n" lines */
     const void *body;
     size_t body_len;
-    unsigned timeout_ms;         /* whole exchange */
+    unsigned timeout_ms; /* whole exchange */
     size_t max_response_bytes;
 };
 int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,

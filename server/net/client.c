@@ -1,0 +1,302 @@
+/* server/net/client.c: one HTTP/1.1 request on a fresh connection, for
+ * replica-to-replica calls.
+ * Happy path: RESOLVING (numeric addresses and "localhost" skip it) ->
+ * CONNECTING -> EXCHANGING (the request is written while the response is
+ * read and parsed) -> the callback with the status and body -> CLOSING.
+ * Failure: a resolve, connect, write, read or parse error, or the one timer
+ * covering the whole exchange, reports once and closes. The callback fires
+ * exactly once and never from inside net_http_client_send(); memory is freed
+ * when both handles have closed and no address lookup is outstanding. */
+#include "server/net/http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "server/net/address.h"
+
+#define CLIENT_READ_BYTES (64 * 1024)
+
+enum exchange_state {
+    EXCHANGE_RESOLVING,
+    EXCHANGE_CONNECTING,
+    EXCHANGE_EXCHANGING,
+    EXCHANGE_CLOSING
+};
+
+struct exchange {
+    uv_tcp_t tcp;     /* tcp.data == this */
+    uv_timer_t timer; /* the whole exchange */
+    uv_getaddrinfo_t resolve;
+    uv_connect_t connect;
+    uv_write_t write;
+    enum exchange_state state;
+    unsigned open_handles;
+    bool is_resolving; /* a lookup is outstanding: its callback must run before free */
+    net_http_client_cb cb;
+    void *arg;
+    bool has_reported;
+    char host[256];
+    char port[16];
+    char *out; /* the request */
+    size_t out_len;
+    http_parser parser; /* parser.data == this */
+    int http_status;
+    bool is_complete;
+    bool is_too_big;
+    uint8_t *body;
+    size_t body_len;
+    size_t body_cap;
+    size_t max_response_bytes;
+    char read_buf[CLIENT_READ_BYTES];
+};
+
+static void exchange_maybe_free(struct exchange *x)
+{
+    if (x->open_handles > 0 || x->is_resolving)
+        return;
+    free(x->out);
+    free(x->body);
+    free(x);
+}
+
+static void exchange_on_close(uv_handle_t *h)
+{
+    struct exchange *x = h->data;
+
+    x->open_handles--;
+    exchange_maybe_free(x);
+}
+
+/* Reports (once) and closes everything; x is freed later. */
+static void exchange_finish(struct exchange *x, int status)
+{
+    if (x->state == EXCHANGE_CLOSING)
+        return;
+    x->state = EXCHANGE_CLOSING;
+    if (!x->has_reported) {
+        x->has_reported = true;
+        x->cb(x->arg, status, status == NET_OK ? x->http_status : 0,
+              status == NET_OK ? x->body : NULL, status == NET_OK ? x->body_len : 0);
+    }
+    if (x->is_resolving)
+        uv_cancel((uv_req_t *)&x->resolve);
+    uv_close((uv_handle_t *)&x->tcp, exchange_on_close);
+    uv_close((uv_handle_t *)&x->timer, exchange_on_close);
+}
+
+static int parser_on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct exchange *x = hp->data;
+
+    if (len > x->max_response_bytes - x->body_len) {
+        x->is_too_big = true;
+        return -1;
+    }
+    if (x->body_len + len + 1 > x->body_cap) {
+        size_t cap = x->body_cap == 0 ? 4096 : x->body_cap;
+        uint8_t *bigger;
+
+        while (cap < x->body_len + len + 1)
+            cap *= 2;
+        bigger = realloc(x->body, cap);
+        if (bigger == NULL)
+            return -1;
+        x->body = bigger;
+        x->body_cap = cap;
+    }
+    memcpy(x->body + x->body_len, at, len);
+    x->body_len += len;
+    x->body[x->body_len] = '\0';
+    return 0;
+}
+
+static int parser_on_message_complete(http_parser *hp)
+{
+    struct exchange *x = hp->data;
+
+    /* An interim 1xx answer is followed by the real one. */
+    if (hp->status_code >= 100 && hp->status_code < 200)
+        return 0;
+    x->http_status = (int)hp->status_code;
+    x->is_complete = true;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings response_settings = {
+    .on_body = parser_on_body,
+    .on_message_complete = parser_on_message_complete,
+};
+
+static void exchange_on_timeout(uv_timer_t *t)
+{
+    exchange_finish(t->data, NET_TIMEOUT);
+}
+
+static void exchange_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct exchange *x = h->data;
+
+    (void)suggested;
+    *buf = uv_buf_init(x->read_buf, sizeof x->read_buf);
+}
+
+static void exchange_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct exchange *x = s->data;
+    enum http_errno err;
+
+    if (nread == 0 || x->state == EXCHANGE_CLOSING)
+        return;
+    if (nread == UV_EOF) {
+        /* A body delimited by the end of the connection ends here. */
+        http_parser_execute(&x->parser, &response_settings, NULL, 0);
+    } else if (nread < 0) {
+        exchange_finish(x, NET_CLOSED);
+        return;
+    } else {
+        http_parser_execute(&x->parser, &response_settings, buf->base, (size_t)nread);
+    }
+    err = HTTP_PARSER_ERRNO(&x->parser);
+    if (x->is_complete)
+        exchange_finish(x, NET_OK);
+    else if (x->is_too_big)
+        exchange_finish(x, NET_TOOBIG);
+    else if (err == HPE_CB_body)
+        exchange_finish(x, NET_NOMEM);
+    else if (err != HPE_OK || nread == UV_EOF)
+        exchange_finish(x, err != HPE_OK ? NET_PROTOCOL : NET_CLOSED);
+}
+
+static void exchange_on_written(uv_write_t *w, int status)
+{
+    struct exchange *x = w->handle->data;
+
+    /* The request may or may not have arrived: the caller must not assume. */
+    if (status < 0)
+        exchange_finish(x, NET_CLOSED);
+}
+
+static void exchange_on_connect(uv_connect_t *req, int status)
+{
+    struct exchange *x = req->handle->data;
+    uv_buf_t buf;
+    int rv;
+
+    if (x->state == EXCHANGE_CLOSING)
+        return;
+    if (status < 0) {
+        exchange_finish(x, NET_CONNECT);
+        return;
+    }
+    x->state = EXCHANGE_EXCHANGING;
+    uv_tcp_nodelay(&x->tcp, 1);
+    buf = uv_buf_init(x->out, (unsigned)x->out_len);
+    rv = uv_write(&x->write, (uv_stream_t *)&x->tcp, &buf, 1, exchange_on_written);
+    if (rv == 0)
+        rv = uv_read_start((uv_stream_t *)&x->tcp, exchange_on_alloc, exchange_on_read);
+    if (rv != 0)
+        exchange_finish(x, NET_CONNECT);
+}
+
+static int exchange_connect(struct exchange *x, const struct sockaddr *addr)
+{
+    x->state = EXCHANGE_CONNECTING;
+    return uv_tcp_connect(&x->connect, &x->tcp, addr, exchange_on_connect);
+}
+
+static void exchange_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct exchange *x = req->data;
+
+    x->is_resolving = false;
+    if (x->state == EXCHANGE_CLOSING) {
+        uv_freeaddrinfo(res);
+        exchange_maybe_free(x);
+        return;
+    }
+    if (status < 0 || res == NULL) {
+        uv_freeaddrinfo(res);
+        exchange_finish(x, NET_CONNECT);
+        return;
+    }
+    if (exchange_connect(x, res->ai_addr) != 0)
+        exchange_finish(x, NET_CONNECT);
+    uv_freeaddrinfo(res);
+}
+
+static int format_request(struct exchange *x, const struct net_http_client_request *r,
+                          const char *host_header)
+{
+    static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n"
+                              "Connection: close\r\n%s\r\n";
+    const char *extra = r->extra_headers != NULL ? r->extra_headers : "";
+    int head_len = snprintf(NULL, 0, fmt, r->method, r->path, host_header, r->body_len, extra);
+
+    if (head_len < 0)
+        return NET_PROTOCOL;
+    x->out = malloc((size_t)head_len + 1 + r->body_len);
+    if (x->out == NULL)
+        return NET_NOMEM;
+    snprintf(x->out, (size_t)head_len + 1, fmt, r->method, r->path, host_header, r->body_len,
+             extra);
+    if (r->body_len > 0)
+        memcpy(x->out + head_len, r->body, r->body_len);
+    x->out_len = (size_t)head_len + r->body_len;
+    return 0;
+}
+
+int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
+                         net_http_client_cb cb, void *arg)
+{
+    struct sockaddr_storage addr;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct exchange *x;
+    unsigned port;
+    int rv;
+
+    x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return NET_NOMEM;
+    if (net_address_split(r->address, x->host, sizeof x->host, &port) != 0 || port == 0) {
+        free(x);
+        return NET_ADDRESS;
+    }
+    snprintf(x->port, sizeof x->port, "%u", port);
+    rv = format_request(x, r, r->address);
+    if (rv != 0) {
+        free(x->out);
+        free(x);
+        return rv;
+    }
+    x->cb = cb;
+    x->arg = arg;
+    x->max_response_bytes = r->max_response_bytes;
+    http_parser_init(&x->parser, HTTP_RESPONSE);
+    x->parser.data = x;
+    uv_tcp_init(loop, &x->tcp);
+    uv_timer_init(loop, &x->timer);
+    x->tcp.data = x;
+    x->timer.data = x;
+    x->resolve.data = x;
+    x->open_handles = 2;
+    /* From here on, failures close the handles; x frees itself afterwards.
+     * has_reported keeps the callback from firing for a send that failed. */
+    uv_timer_start(&x->timer, exchange_on_timeout, r->timeout_ms, 0);
+    if (net_address_numeric(r->address, &addr) == 0) {
+        rv = exchange_connect(x, (const struct sockaddr *)&addr);
+    } else {
+        x->state = EXCHANGE_RESOLVING;
+        rv = uv_getaddrinfo(loop, &x->resolve, exchange_on_resolved, x->host, x->port, &hints);
+        x->is_resolving = rv == 0;
+    }
+    if (rv != 0) {
+        x->has_reported = true;
+        exchange_finish(x, NET_CONNECT);
+        return NET_CONNECT;
+    }
+    return 0;
+}
