@@ -16,8 +16,8 @@
 #define ADMIN_CLUSTER_SECRET_BYTES 32
 
 struct admin_options {
-    struct cluster *cluster;   /* borrowed */
-    struct store *store;       /* borrowed */
+    struct cluster *cluster; /* borrowed */
+    struct store *store;     /* borrowed */
     uv_loop_t *loop;
     /* Shared by every replica (cluster.secret_path): authenticates
      * /internal/v1/peer. */
@@ -27,7 +27,9 @@ struct admin_options {
 
 struct admin;
 int admin_new(const struct admin_options *opts, struct admin **out);
-void admin_free(struct admin *a); /* NULL is fine */
+/* Call once the cluster is closed. A snapshot job still on the thread pool
+ * then answers 503 and the memory goes when it finishes. NULL is fine. */
+void admin_free(struct admin *a);
 
 /* net_http_handler_cb for the client listener and the Unix socket. */
 void admin_handle(void *arg, struct net_http_request *req);
