@@ -10,7 +10,8 @@
  * cluster_transport), then waits until it has applied the entry itself, so the
  * caller reads its own write on the replica it talks to.
  *
- * Everything runs on the loop thread given to cluster_new(). */
+ * Everything runs on the loop thread given to cluster_new(). The process must
+ * ignore SIGPIPE: the Raft transport writes to peers that may have gone away. */
 #ifndef CONCORD_RAFT_CLUSTER_H
 #define CONCORD_RAFT_CLUSTER_H
 
@@ -80,16 +81,20 @@ struct cluster_transport {
 };
 
 /* Called after each applied command (on every replica, in log order), after its
- * transaction committed: the change event the rest of the server follows. */
+ * transaction committed: the change event the rest of the server follows. It
+ * runs inside libraft's apply: keep it short; cluster_* calls made from it
+ * take effect on a later loop iteration. A storage failure while applying
+ * (map full, I/O error) is not deterministic across replicas, so it is
+ * logged and the process aborts instead of letting this replica diverge. */
 typedef void (*cluster_applied_cb)(void *arg, uint64_t index, const Concord__Command *cmd,
                                    const Concord__CommandResult *result);
 
 struct cluster_options {
-    uint64_t id;               /* Raft server id, > 0 */
-    const char *raft_address;  /* "host:port" the Raft transport listens on */
-    const char *http_address;  /* "host:port" of this replica's client listener */
-    const char *raft_dir;      /* Raft log and snapshots (created if missing) */
-    struct store *store;       /* the FSM's state; borrowed, outlives the cluster */
+    uint64_t id;                   /* Raft server id, > 0 */
+    const char *raft_address;      /* "host:port" the Raft transport listens on */
+    const char *http_address;      /* "host:port" of this replica's client listener */
+    const char *raft_dir;          /* Raft log and snapshots (created if missing) */
+    struct store *store;           /* the FSM's state; borrowed, outlives the cluster */
     unsigned election_timeout_ms;  /* 0: 1000 */
     unsigned heartbeat_timeout_ms; /* 0: 100 */
     unsigned snapshot_threshold;   /* 0: 4096 entries */
@@ -121,13 +126,13 @@ const char *cluster_role_name(enum cluster_role role);
 struct cluster_status {
     uint64_t id;
     enum cluster_role role;
-    uint64_t leader_id;            /* 0: no known leader */
-    char leader_http_address[64];  /* "" when unknown */
+    uint64_t leader_id;           /* 0: no known leader */
+    char leader_http_address[64]; /* "" when unknown */
     uint64_t term;
     uint64_t commit_index;
     uint64_t applied_index;
     uint64_t last_log_index;
-    uint64_t leader_changes;       /* leader changes seen by this replica */
+    uint64_t leader_changes; /* leader changes seen by this replica */
     unsigned n_voters;
 };
 
@@ -174,8 +179,7 @@ int cluster_member_remove(struct cluster *c, uint64_t id, cluster_done_cb cb, vo
 int cluster_transfer_leadership(struct cluster *c, uint64_t id, cluster_done_cb cb, void *arg);
 /* On a replica started with an empty raft_dir and not bootstrapped: asks the
  * replica at peer_http_address to add this one as a voter. */
-int cluster_join(struct cluster *c, const char *peer_http_address, cluster_done_cb cb,
-                 void *arg);
+int cluster_join(struct cluster *c, const char *peer_http_address, cluster_done_cb cb, void *arg);
 
 /* The server side of the peer transport: handle a packed PeerRequest that
  * arrived from another replica; reply is called exactly once with the packed
@@ -189,8 +193,12 @@ void cluster_status_get(struct cluster *c, struct cluster_status *out);
 int cluster_members(struct cluster *c, struct cluster_member **out, size_t *n);
 
 /* Log-entry codec: [u32 little-endian length][packed Command][zero pad to 8].
- * Exposed for tests and benchmarks. */
+ * Exposed for tests and benchmarks. encode: on 0, *out is yours, release it
+ * with cluster_command_buf_free(); CLUSTER_TOOBIG past the size limit.
+ * decode: CLUSTER_INVALID for truncated, mispadded or unparsable bytes; on 0
+ * free *out with concord__command__free_unpacked(). */
 int cluster_command_encode(const Concord__Command *cmd, uint8_t **out, size_t *len);
+void cluster_command_buf_free(uint8_t *buf); /* NULL is fine */
 int cluster_command_decode(const uint8_t *buf, size_t len, Concord__Command **out);
 
 /* The FSM's pure part: applies one decoded command at `index` inside the write

@@ -1,2 +1,0 @@
-/* placeholder: replaced by the module owner */
-typedef int placeholder_unused;
