@@ -220,6 +220,13 @@ static void replica_on_cluster_closed(void *arg)
 
     r->cluster = NULL;
     replica_on_store_done(r);
+    /* The signal handlers stay until everything is closed, so a second
+     * SIGINT/SIGTERM (a supervisor's, a shell's) cannot kill a replica in the
+     * middle of its clean stop. */
+    if (r->has_handles) {
+        uv_close((uv_handle_t *)&r->sigint, NULL);
+        uv_close((uv_handle_t *)&r->sigterm, NULL);
+    }
 }
 
 static void replica_on_http_closed(void *arg)
@@ -241,8 +248,6 @@ static void replica_stop(struct replica *r, int exit_code)
     r->is_stopping = true;
     r->exit_code = exit_code;
     if (r->has_handles) {
-        uv_close((uv_handle_t *)&r->sigint, NULL);
-        uv_close((uv_handle_t *)&r->sigterm, NULL);
         uv_close((uv_handle_t *)&r->role_timer, NULL);
         uv_close((uv_handle_t *)&r->join_timer, NULL);
     }
@@ -256,6 +261,10 @@ static void replica_on_signal(uv_signal_t *h, int signum)
 {
     struct replica *r = h->data;
 
+    if (r->is_stopping) {
+        LOG_INFO("concord serve: %s received, already stopping", strsignal(signum));
+        return;
+    }
     LOG_INFO("concord serve: %s received, stopping", strsignal(signum));
     replica_stop(r, 0);
 }

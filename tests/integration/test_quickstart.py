@@ -1,0 +1,88 @@
+"""The README's start command: ops/start in a terminal prints the login
+server, a pre-auth key and the admin invocation, Ctrl-C stops every replica
+cleanly, and a second start reuses the data (no second bootstrap)."""
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PORTS = (7001, 7002, 7003, 8081, 8082, 8083)
+
+
+def run_until_ready_then_ctrl_c(home, timeout=120):
+    """Runs ops/start on a pseudo-terminal; returns (output, exit code)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["CONCORD_HOME"] = home
+        os.chdir(ROOT)
+        os.execvp("ops/start", ["ops/start"])
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and b"admin:" not in out:
+            if select.select([fd], [], [], 0.5)[0]:
+                out += os.read(fd, 65536)
+        time.sleep(0.3)
+        os.write(fd, b"\x03")  # Ctrl-C, through the terminal's line discipline
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    pass
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("ops/start did not stop after Ctrl-C:\n" + out.decode(errors="replace"))
+    finally:
+        os.close(fd)
+
+
+class QuickstartTest(unittest.TestCase):
+    def setUp(self):
+        for port in PORTS:
+            with socket.socket() as s:
+                # As the servers do: TIME_WAIT from an earlier run is no obstacle.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    self.fail("port %d is busy: the quickstart needs 7001-7003 and 8081-8083" % port)
+        self.home = tempfile.mkdtemp(prefix="concord-qs-")
+        self.addCleanup(shutil.rmtree, self.home, True)
+
+    def test_start_prints_credentials_and_ctrl_c_stops_everything(self):
+        out, code = run_until_ready_then_ctrl_c(self.home)
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, r"(?m)^login server: http://127\.0\.0\.1:8081\r?$")
+        key = re.search(r"(?m)^pre-auth key: (concord-auth-\S+)\r?$", out)
+        self.assertTrue(key, out)
+        admin = re.search(r"(?m)^admin: (.+?)\r?$", out).group(1).split()
+        self.assertTrue(os.path.exists(admin[0]), admin)
+
+        stopped = subprocess.run(["pgrep", "-f", self.home], capture_output=True)
+        self.assertNotEqual(stopped.returncode, 0, "replicas still running after Ctrl-C")
+        for i in (1, 2, 3):
+            with open(os.path.join(self.home, "replica%d" % i, "concord.log")) as f:
+                self.assertIn("stopped exit=0", f.read())
+
+        out2, code2 = run_until_ready_then_ctrl_c(self.home)
+        self.assertEqual(code2, 0, out2)
+        key2 = re.search(r"(?m)^pre-auth key: (concord-auth-\S+)\r?$", out2).group(1)
+        self.assertNotEqual(key.group(1), key2, "each start prints a fresh key")
+        with open(os.path.join(self.home, "replica1", "concord.log")) as f:
+            self.assertEqual(f.read().count("bootstrapped"), 1, "bootstrapped twice")
+
+
+if __name__ == "__main__":
+    unittest.main()
