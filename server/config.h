@@ -87,6 +87,8 @@ void config_free(struct config *cfg); /* NULL is fine */
 /* Writes the effective configuration (defaults included) as YAML that
  * config_parse() reads back to the same values. */
 void config_print(const struct config *cfg, FILE *out);
+/* Writes the reference of every key (docs/configuration.md) as Markdown. */
+void config_doc(FILE *out);
 
 /* Reads the cluster secret: 64 hex characters and an optional newline, in a
  * regular file that neither group nor others may access (0600 or stricter).

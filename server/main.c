@@ -1,6 +1,6 @@
 /* server/main.c: the concord binary, both the server and the CLI, and the
  * only place with process-wide state (struct replica, on main's stack).
- * `serve`, `version`, `config check`, `cluster init` and `generate
+ * `serve`, `version`, `config check|doc`, `cluster init` and `generate
  * cluster-secret` are handled here; every other command line goes to the CLI.
  *
  * serve, happy path: load the config, start logging, read the cluster secret,
@@ -608,12 +608,17 @@ int main(int argc, char **argv)
     }
     if (is_command(argc, argv, "config", "check"))
         return cmd_config_check(argc - 3, argv + 3);
+    if (is_command(argc, argv, "config", "doc") && argc == 3) {
+        config_doc(stdout);
+        return 0;
+    }
     if (is_command(argc, argv, "cluster", "init"))
         return cmd_cluster_init(argc - 3, argv + 3);
     if (is_command(argc, argv, "generate", "cluster-secret"))
         return cmd_generate_secret(argc - 3, argv + 3);
     if (is_command(argc, argv, "config", NULL) || is_command(argc, argv, "generate", NULL)) {
         fprintf(stderr, "usage: concord config check [-c FILE]\n"
+                        "       concord config doc\n"
                         "       concord generate cluster-secret [-o FILE]\n");
         return 2;
     }
