@@ -1,6 +1,8 @@
 // raftbench measures acknowledged client writes on a 3-replica concord cluster
 // on loopback: each writer creates users through the admin API of the leader
-// (over its Unix socket, keep-alive), one request at a time. For each writer
+// (over its Unix socket, keep-alive), one request at a time; -via follower
+// writes through a follower instead, which forwards to the leader and answers
+// once it has applied the entry itself. For each writer
 // count it prints committed writes/s and p50/p99 latency, ending with
 //
 //	raft-bench writers=N ops_per_s=X p50_ms=Y p99_ms=Z
@@ -82,6 +84,7 @@ func main() {
 	bin := flag.String("bin", "build/concord", "concord binary")
 	seconds := flag.Float64("seconds", 10, "measurement time per writer count")
 	writersFlag := flag.String("writers", "1,16,64", "writer counts")
+	via := flag.String("via", "leader", "replica the writers talk to: leader or follower")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "concord-raftbench-")
@@ -141,7 +144,21 @@ cluster:
 	}()
 
 	leader := waitLeader(reps)
-	fmt.Printf("cluster up, leader replica %d; %0.fs per writer count\n", leader.id, *seconds)
+	target := leader
+	switch *via {
+	case "leader":
+	case "follower":
+		for _, r := range reps {
+			if r != leader {
+				target = r
+				break
+			}
+		}
+	default:
+		fail("-via must be leader or follower")
+	}
+	fmt.Printf("cluster up, leader replica %d, writing via replica %d (%s); %0.fs per writer count\n",
+		leader.id, target.id, *via, *seconds)
 	var counts []int
 	for _, w := range strings.Split(*writersFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(w))
@@ -152,7 +169,7 @@ cluster:
 	}
 	var summary []string
 	for round, n := range counts {
-		ops, lat, errs := run(leader, n, round, time.Duration(*seconds*float64(time.Second)))
+		ops, lat, errs := run(target, n, round, time.Duration(*seconds*float64(time.Second)))
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		opsPerS := float64(ops) / *seconds
 		line := fmt.Sprintf("raft-bench writers=%d ops_per_s=%.0f p50_ms=%.2f p99_ms=%.2f",
@@ -183,7 +200,7 @@ func waitLeader(reps []*replica) *replica {
 	return nil
 }
 
-func run(leader *replica, writers, round int, d time.Duration) (int, []float64, int) {
+func run(target *replica, writers, round int, d time.Duration) (int, []float64, int) {
 	var mu sync.Mutex
 	var all []float64
 	total, errs := 0, 0
@@ -198,7 +215,7 @@ func run(leader *replica, writers, round int, d time.Duration) (int, []float64, 
 			for i := 0; time.Now().Before(deadline); i++ {
 				body, _ := json.Marshal(map[string]string{"name": fmt.Sprintf("b%d-%d-%d", round, w, i)})
 				t0 := time.Now()
-				resp, err := leader.client.Post("http://concord/api/v1/user", "application/json",
+				resp, err := target.client.Post("http://concord/api/v1/user", "application/json",
 					bytes.NewReader(body))
 				if err != nil {
 					e++
