@@ -122,7 +122,10 @@ static const struct cfg_row rows[] = {
     {"cluster.ready_max_apply_lag", CFG_UINT, OFF(cluster.ready_max_apply_lag), TEXT, "100", 0,
      UINT32_MAX, NULL, "/ready fails while commit index - applied index exceeds this"},
     {"http.max_body_bytes", CFG_UINT, OFF(http.max_body_bytes), TEXT, "1048576", 1024,
-     1024 * 1024 * 1024, NULL, "larger request bodies are refused with 413"},
+     1024 * 1024 * 1024, NULL, "larger request bodies on the TCP listener are refused with 413"},
+    {"http.max_local_body_bytes", CFG_UINT, OFF(http.max_local_body_bytes), TEXT, "1073741824",
+     1024, 1024 * 1024 * 1024, NULL,
+     "the same on the Unix socket (trusted by file permissions; carries snapshot restores)"},
 };
 
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -70,7 +70,8 @@ struct config {
         uint64_t ready_max_apply_lag;
     } cluster;
     struct {
-        uint64_t max_body_bytes;
+        uint64_t max_body_bytes;       /* TCP listener */
+        uint64_t max_local_body_bytes; /* Unix socket */
     } http;
 };
 

@@ -9,7 +9,8 @@
  * Unix socket), then join through cluster.join if this replica is not a member
  * yet. The loop runs until SIGINT or SIGTERM.
  * Stopping (signal or a failed start): close the HTTP server, then the
- * cluster, then free the admin API and close the store; the loop then runs
+ * cluster, then the admin API (once its thread-pool jobs, a backup copy
+ * among them, have finished) and then the store; the loop then runs
  * dry and the process exits. A replica whose Raft instance became unavailable
  * exits with 1 at once so that its supervisor restarts it. */
 #include <errno.h>
@@ -204,14 +205,23 @@ static int bootstrap(const struct config *cfg, const char *raft_dir)
 
 /* ---- serve: stopping ---- */
 
-static void replica_on_store_done(struct replica *r)
+/* Last step: no thread-pool job of the admin API reads the store any more. */
+static void replica_on_admin_closed(void *arg)
 {
-    admin_free(r->admin);
+    struct replica *r = arg;
+
     r->admin = NULL;
     store_close(r->store);
     r->store = NULL;
     sodium_memzero(r->peer.cluster_secret, sizeof r->peer.cluster_secret);
     LOG_INFO("concord serve: stopped exit=%d", r->exit_code);
+    /* The signal handlers stay until everything is closed, so a second
+     * SIGINT/SIGTERM (a supervisor's, a shell's) cannot kill a replica in the
+     * middle of its clean stop (a backup copy still running, for one). */
+    if (r->has_handles) {
+        uv_close((uv_handle_t *)&r->sigint, NULL);
+        uv_close((uv_handle_t *)&r->sigterm, NULL);
+    }
 }
 
 static void replica_on_cluster_closed(void *arg)
@@ -219,14 +229,10 @@ static void replica_on_cluster_closed(void *arg)
     struct replica *r = arg;
 
     r->cluster = NULL;
-    replica_on_store_done(r);
-    /* The signal handlers stay until everything is closed, so a second
-     * SIGINT/SIGTERM (a supervisor's, a shell's) cannot kill a replica in the
-     * middle of its clean stop. */
-    if (r->has_handles) {
-        uv_close((uv_handle_t *)&r->sigint, NULL);
-        uv_close((uv_handle_t *)&r->sigterm, NULL);
-    }
+    if (r->admin != NULL)
+        admin_close(r->admin, replica_on_admin_closed, r);
+    else
+        replica_on_admin_closed(r);
 }
 
 static void replica_on_http_closed(void *arg)
@@ -390,9 +396,11 @@ static int replica_start_http(struct replica *r)
         .unix_path = cfg->unix_socket[0] != '\0' ? cfg->unix_socket : NULL,
         .unix_mode = cfg->unix_socket_permission,
         .max_body_bytes = (size_t)cfg->http.max_body_bytes,
+        .max_local_body_bytes = (size_t)cfg->http.max_local_body_bytes,
         .max_header_bytes = HTTP_MAX_HEADER_BYTES,
         .idle_timeout_ms = HTTP_IDLE_TIMEOUT_MS,
         .handler = admin_handle,
+        .body_limit = admin_body_limit,
     };
     char errmsg[256] = "";
     int rv;

@@ -7,6 +7,7 @@
  * meanwhile only costs net_http_respond freeing the request. */
 #include "server/admin/admin.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,7 @@ static const struct route routes[] = {
     {"POST", "/api/v1/cluster/join", admin_cluster_join},
     {"GET", "/api/v1/cluster/snapshot", admin_cluster_snapshot_save},
     {"POST", "/api/v1/cluster/snapshot/restore", admin_cluster_snapshot_restore},
+    {"POST", "/api/v1/cluster/backup", admin_cluster_backup},
     {"GET", "/api/v1/audit", admin_audit_list},
 };
 
@@ -219,6 +221,7 @@ static void call_free(struct admin_call *call)
         free(call->params[i]);
     sodium_memzero(call->token, sizeof call->token);
     free(call->blob);
+    free(call->backup.dir);
     free(call);
 }
 
@@ -564,7 +567,7 @@ void admin_handle(void *arg, struct net_http_request *req)
         admin_health(a, req);
     else if (strcmp(req->path, "/ready") == 0)
         admin_ready(a, req);
-    else if (strcmp(req->path, "/internal/v1/peer") == 0)
+    else if (strcmp(req->path, ADMIN_PEER_PATH) == 0)
         admin_peer_handle(a, req);
     else if (strncmp(req->path, "/api/v1/", 8) == 0)
         api_dispatch(a, req);
@@ -615,15 +618,27 @@ bool admin_work_end(struct admin *a)
 void admin_work_release(struct admin *a)
 {
     if (a->is_freed && a->n_works == 0) {
+        admin_close_cb cb = a->close_cb;
+        void *arg = a->close_arg;
+
         sodium_memzero(a->opts.cluster_secret, sizeof a->opts.cluster_secret);
         free(a);
+        if (cb != NULL)
+            cb(arg);
     }
+}
+
+void admin_close(struct admin *a, admin_close_cb cb, void *arg)
+{
+    assert(!a->is_freed);
+    a->is_freed = true;
+    a->close_cb = cb;
+    a->close_arg = arg;
+    admin_work_release(a);
 }
 
 void admin_free(struct admin *a)
 {
-    if (a == NULL)
-        return;
-    a->is_freed = true;
-    admin_work_release(a);
+    if (a != NULL)
+        admin_close(a, NULL, NULL);
 }

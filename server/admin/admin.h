@@ -27,12 +27,29 @@ struct admin_options {
 
 struct admin;
 int admin_new(const struct admin_options *opts, struct admin **out);
-/* Call once the cluster is closed. A snapshot job still on the thread pool
- * then answers 503 and the memory goes when it finishes. NULL is fine. */
+/* Call once the cluster is closed. A job still on the thread pool (snapshot
+ * compression, a backup copy reading the store) finishes first: cb (may be
+ * NULL) fires once none is left, at once from inside admin_close when none
+ * runs, and only then may the caller close the store. The memory goes with
+ * the last job. */
+typedef void (*admin_close_cb)(void *arg);
+void admin_close(struct admin *a, admin_close_cb cb, void *arg);
+/* admin_close without a callback, for callers whose store outlives every
+ * job (no backup can be running). NULL is fine. */
 void admin_free(struct admin *a);
 
 /* net_http_handler_cb for the client listener and the Unix socket. */
 void admin_handle(void *arg, struct net_http_request *req);
+/* net_http_body_limit_cb for the same listeners (arg: the struct admin).
+ * Every request keeps its listener's limit except the internal peer route,
+ * whose forwarded commands (a snapshot restore is one) may be far larger than
+ * what clients send: a POST to it whose head proves the cluster secret
+ * (ADMIN_PEER_LENGTH_HEADER, matching Content-Length) may carry up to
+ * ADMIN_PEER_MAX_BODY_BYTES. */
+size_t admin_body_limit(void *arg, const struct net_http_request *head, size_t limit);
+/* Above raft/'s largest command (64 MiB) with room for the PeerRequest
+ * around it. */
+#define ADMIN_PEER_MAX_BODY_BYTES ((size_t)80 * 1024 * 1024)
 
 /* raft/'s peer transport over the internal HTTP route: pass
  * { .send = admin_peer_send, .arg = <struct admin_peer_client *> }. The

@@ -29,6 +29,7 @@
     X(ADMIN_OK, 0, 200)                                                                            \
     X(ADMIN_INVALID, 3, 400)                                                                       \
     X(ADMIN_UNAUTHENTICATED, 16, 401)                                                              \
+    X(ADMIN_FORBIDDEN, 7, 403)                                                                     \
     X(ADMIN_NOTFOUND, 5, 404)                                                                      \
     X(ADMIN_METHOD, 12, 405)                                                                       \
     X(ADMIN_CONFLICT, 6, 409)                                                                      \
@@ -64,11 +65,14 @@ struct admin {
     struct admin_options opts;
     admin_respond_fn respond;
     void *respond_arg;
-    unsigned n_works; /* thread-pool jobs in flight; each holds a call */
-    bool is_freed;    /* admin_free came while jobs were in flight */
+    unsigned n_works;        /* thread-pool jobs in flight; each holds a call */
+    bool is_freed;           /* admin_close came while jobs were in flight */
+    admin_close_cb close_cb; /* fires once is_freed and no job is left */
+    void *close_arg;
+    bool is_backup_running; /* one backup copy at a time */
 };
 
-/* Thread-pool jobs outlive the cluster at shutdown: admin_free then waits
+/* Thread-pool jobs outlive the cluster at shutdown: admin_close then waits
  * for the last one. admin_queue_work wraps uv_queue_work; the after
  * callback must start with admin_work_end, and when that says the replica
  * is stopping, answer without touching the cluster and then call
@@ -101,6 +105,12 @@ struct admin_call {
     size_t blob_len;
     int work_status; /* result of a worker job */
     uv_work_t work;
+    struct {
+        char *dir; /* absolute; freed with the call */
+        uint64_t applied_index;
+        uint64_t bytes;
+        char errmsg[256];
+    } backup;
 };
 
 /* Replies outside a call (/health, /ready, the peer route, routing errors). */
@@ -258,6 +268,7 @@ void admin_cluster_member_remove(struct admin_call *call);
 void admin_cluster_join(struct admin_call *call);
 void admin_cluster_snapshot_save(struct admin_call *call);
 void admin_cluster_snapshot_restore(struct admin_call *call);
+void admin_cluster_backup(struct admin_call *call);
 
 void admin_audit_list(struct admin_call *call);
 void admin_api_health(struct admin_call *call);
@@ -271,6 +282,7 @@ void admin_peer_handle(struct admin *a, struct net_http_request *req);
  * "<unix_ms>\n<body>">" (buf of ADMIN_PEER_AUTH_BYTES), and its check against
  * `now_unix_ms` (0 valid; -1 missing, malformed, wrong or outside the
  * ADMIN_PEER_AUTH_WINDOW_MS window). */
+#define ADMIN_PEER_PATH           "/internal/v1/peer"
 #define ADMIN_PEER_AUTH_HEADER    "X-Concord-Peer-Auth"
 #define ADMIN_PEER_AUTH_BYTES     96
 #define ADMIN_PEER_AUTH_WINDOW_MS 60000
@@ -278,5 +290,17 @@ void admin_peer_auth_make(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], int6
                           const uint8_t *body, size_t len, char out[ADMIN_PEER_AUTH_BYTES]);
 int admin_peer_auth_check(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *header,
                           const uint8_t *body, size_t len, int64_t now_unix_ms);
+/* The body's length, proven before the body arrives (admin_body_limit): the
+ * header value "<unix_ms>:<len>:<hex HMAC-SHA256 of "length\n<unix_ms>\n<len>">"
+ * (buf of ADMIN_PEER_LENGTH_BYTES), and its check against the request's
+ * Content-Length and `now_unix_ms` (0 valid; -1 otherwise). A replay inside
+ * the window can only make a replica read as many bytes as a real peer sent;
+ * the body's own MAC is still checked once it has arrived. */
+#define ADMIN_PEER_LENGTH_HEADER "X-Concord-Peer-Length"
+#define ADMIN_PEER_LENGTH_BYTES  128
+void admin_peer_length_make(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], int64_t unix_ms,
+                            size_t len, char out[ADMIN_PEER_LENGTH_BYTES]);
+int admin_peer_length_check(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *header,
+                            size_t content_length, int64_t now_unix_ms);
 
 #endif

@@ -4,8 +4,12 @@
  * keyed with the cluster secret over "<unix_ms>\n<body>". A request without
  * a valid MAC, or stamped more than a minute away from our clock, is refused
  * before raft/ sees it. A replay inside the window can only repeat a request
- * raft/ already de-duplicates by request id. The channel is authenticated,
- * not encrypted: the encrypted peer channel replaces it (DESIGN.md). */
+ * raft/ already de-duplicates by request id. A second header,
+ * X-Concord-Peer-Length, authenticates the body's length on its own, so that
+ * admin_body_limit can let a forwarded command past the listener's client
+ * body limit before the body (and its MAC) has arrived. The channel is
+ * authenticated, not encrypted: the encrypted peer channel replaces it
+ * (DESIGN.md). */
 #include "server/admin/admin.h"
 
 #include <inttypes.h>
@@ -20,6 +24,7 @@
 #define PEER_DEFAULT_TIMEOUT_MS   10000
 #define PEER_MAX_RESPONSE_BYTES   ((size_t)16 * 1024 * 1024)
 #define PEER_MAX_TIMESTAMP_DIGITS 19
+#define PEER_MAX_LENGTH_DIGITS    19
 
 static void peer_mac(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *stamp,
                      size_t stamp_len, const uint8_t *body, size_t len,
@@ -47,37 +52,140 @@ void admin_peer_auth_make(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], int6
     sodium_bin2hex(out + n + 1, ADMIN_PEER_AUTH_BYTES - (size_t)n - 1, mac, sizeof mac);
 }
 
+/* A decimal of 1..max_digits digits (max_digits <= 19: no overflow). */
+static int decimal_parse(const char *s, size_t len, size_t max_digits, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > max_digits)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int stamp_check(const char *s, size_t len, int64_t now_unix_ms)
+{
+    uint64_t stamp;
+
+    if (decimal_parse(s, len, PEER_MAX_TIMESTAMP_DIGITS, &stamp) != 0 || stamp > INT64_MAX)
+        return -1;
+    if ((int64_t)stamp > now_unix_ms + ADMIN_PEER_AUTH_WINDOW_MS ||
+        (int64_t)stamp < now_unix_ms - ADMIN_PEER_AUTH_WINDOW_MS)
+        return -1;
+    return 0;
+}
+
+/* Exactly 64 hex digits, and nothing after them. */
+static int mac_parse(const char *hex, uint8_t mac[crypto_auth_hmacsha256_BYTES])
+{
+    const char *end = NULL;
+    size_t mac_len = 0;
+
+    if (strlen(hex) != 2 * crypto_auth_hmacsha256_BYTES ||
+        sodium_hex2bin(mac, crypto_auth_hmacsha256_BYTES, hex, 2 * crypto_auth_hmacsha256_BYTES,
+                       NULL, &mac_len, &end) != 0 ||
+        mac_len != crypto_auth_hmacsha256_BYTES || *end != '\0')
+        return -1;
+    return 0;
+}
+
 int admin_peer_auth_check(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *header,
                           const uint8_t *body, size_t len, int64_t now_unix_ms)
 {
     uint8_t mac[crypto_auth_hmacsha256_BYTES], want[crypto_auth_hmacsha256_BYTES];
-    const char *colon, *end = NULL;
-    size_t stamp_len, mac_len = 0;
-    int64_t stamp = 0;
+    const char *colon;
+    size_t stamp_len;
     int rv = -1;
 
     if (header == NULL || (colon = strchr(header, ':')) == NULL)
         return -1;
     stamp_len = (size_t)(colon - header);
-    if (stamp_len == 0 || stamp_len > PEER_MAX_TIMESTAMP_DIGITS)
-        return -1;
-    for (size_t i = 0; i < stamp_len; i++) {
-        if (header[i] < '0' || header[i] > '9')
-            return -1;
-        stamp = stamp * 10 + (header[i] - '0');
-    }
-    if (stamp > now_unix_ms + ADMIN_PEER_AUTH_WINDOW_MS ||
-        stamp < now_unix_ms - ADMIN_PEER_AUTH_WINDOW_MS)
-        return -1;
-    if (strlen(colon + 1) != 2 * sizeof mac ||
-        sodium_hex2bin(mac, sizeof mac, colon + 1, 2 * sizeof mac, NULL, &mac_len, &end) != 0 ||
-        mac_len != sizeof mac || *end != '\0')
+    if (stamp_check(header, stamp_len, now_unix_ms) != 0 || mac_parse(colon + 1, mac) != 0)
         return -1;
     peer_mac(secret, header, stamp_len, body, len, want);
     if (sodium_memcmp(mac, want, sizeof mac) == 0)
         rv = 0;
     sodium_memzero(want, sizeof want);
     return rv;
+}
+
+/* "length\n<stamp>\n<len>": the prefix keeps it apart from a body MAC,
+ * whose input starts with the stamp's digits. */
+static void length_mac(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *stamp,
+                       size_t stamp_len, const char *len_text, size_t len_text_len,
+                       uint8_t mac[crypto_auth_hmacsha256_BYTES])
+{
+    crypto_auth_hmacsha256_state st;
+
+    crypto_auth_hmacsha256_init(&st, secret, ADMIN_CLUSTER_SECRET_BYTES);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)"length\n", 7);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)stamp, stamp_len);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)"\n", 1);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)len_text, len_text_len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_memzero(&st, sizeof st);
+}
+
+void admin_peer_length_make(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], int64_t unix_ms,
+                            size_t len, char out[ADMIN_PEER_LENGTH_BYTES])
+{
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+    char len_text[24];
+    int n = snprintf(out, ADMIN_PEER_LENGTH_BYTES, "%" PRId64, unix_ms);
+    int m = snprintf(len_text, sizeof len_text, "%zu", len);
+
+    length_mac(secret, out, (size_t)n, len_text, (size_t)m, mac);
+    snprintf(out + n, ADMIN_PEER_LENGTH_BYTES - (size_t)n, ":%s:", len_text);
+    sodium_bin2hex(out + n + m + 2, ADMIN_PEER_LENGTH_BYTES - (size_t)(n + m + 2), mac, sizeof mac);
+}
+
+int admin_peer_length_check(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *header,
+                            size_t content_length, int64_t now_unix_ms)
+{
+    uint8_t mac[crypto_auth_hmacsha256_BYTES], want[crypto_auth_hmacsha256_BYTES];
+    const char *first, *second;
+    uint64_t len;
+    int rv = -1;
+
+    if (header == NULL || (first = strchr(header, ':')) == NULL ||
+        (second = strchr(first + 1, ':')) == NULL)
+        return -1;
+    if (stamp_check(header, (size_t)(first - header), now_unix_ms) != 0 ||
+        decimal_parse(first + 1, (size_t)(second - first - 1), PEER_MAX_LENGTH_DIGITS, &len) != 0 ||
+        len != content_length || mac_parse(second + 1, mac) != 0)
+        return -1;
+    length_mac(secret, header, (size_t)(first - header), first + 1, (size_t)(second - first - 1),
+               want);
+    if (sodium_memcmp(mac, want, sizeof mac) == 0)
+        rv = 0;
+    sodium_memzero(want, sizeof want);
+    return rv;
+}
+
+size_t admin_body_limit(void *arg, const struct net_http_request *head, size_t limit)
+{
+    struct admin *a = arg;
+    const char *declared_text;
+    uint64_t declared;
+
+    if (strcmp(head->path, ADMIN_PEER_PATH) != 0 || strcmp(head->method, "POST") != 0)
+        return limit;
+    declared_text = net_http_header_get(head, "Content-Length");
+    if (declared_text == NULL ||
+        decimal_parse(declared_text, strlen(declared_text), PEER_MAX_LENGTH_DIGITS, &declared) !=
+            0 ||
+        declared <= limit || declared > ADMIN_PEER_MAX_BODY_BYTES)
+        return limit;
+    if (admin_peer_length_check(a->opts.cluster_secret,
+                                net_http_header_get(head, ADMIN_PEER_LENGTH_HEADER),
+                                (size_t)declared, admin_now_unix_ms()) != 0)
+        return limit;
+    return (size_t)declared;
 }
 
 /* ---- server side ---- */
@@ -131,7 +239,8 @@ struct peer_send {
     cluster_transport_done_cb done;
     void *req_arg;
     uint8_t *body;
-    char headers[sizeof ADMIN_PEER_AUTH_HEADER + ADMIN_PEER_AUTH_BYTES + 64];
+    char headers[sizeof ADMIN_PEER_AUTH_HEADER + ADMIN_PEER_AUTH_BYTES +
+                 sizeof ADMIN_PEER_LENGTH_HEADER + ADMIN_PEER_LENGTH_BYTES + 64];
 };
 
 static void peer_on_response(void *arg, int status, int http_status, const uint8_t *body,
@@ -151,8 +260,9 @@ int admin_peer_send(void *arg, const char *http_address, const uint8_t *request,
                     cluster_transport_done_cb done, void *req_arg)
 {
     struct admin_peer_client *client = arg;
-    char auth[ADMIN_PEER_AUTH_BYTES];
+    char auth[ADMIN_PEER_AUTH_BYTES], length[ADMIN_PEER_LENGTH_BYTES];
     struct net_http_client_request r = {0};
+    int64_t now_unix_ms = admin_now_unix_ms();
     struct peer_send *s = calloc(1, sizeof *s);
 
     if (s == NULL)
@@ -166,12 +276,15 @@ int admin_peer_send(void *arg, const char *http_address, const uint8_t *request,
         memcpy(s->body, request, len);
     s->done = done;
     s->req_arg = req_arg;
-    admin_peer_auth_make(client->cluster_secret, admin_now_unix_ms(), request, len, auth);
+    admin_peer_auth_make(client->cluster_secret, now_unix_ms, request, len, auth);
+    admin_peer_length_make(client->cluster_secret, now_unix_ms, len, length);
     snprintf(s->headers, sizeof s->headers,
-             ADMIN_PEER_AUTH_HEADER ": %s\r\nContent-Type: application/x-protobuf\r\n", auth);
+             ADMIN_PEER_AUTH_HEADER ": %s\r\n" ADMIN_PEER_LENGTH_HEADER
+                                    ": %s\r\nContent-Type: application/x-protobuf\r\n",
+             auth, length);
     r.address = http_address;
     r.method = "POST";
-    r.path = "/internal/v1/peer";
+    r.path = ADMIN_PEER_PATH;
     r.extra_headers = s->headers;
     r.body = s->body;
     r.body_len = len;

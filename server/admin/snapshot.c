@@ -1,6 +1,6 @@
 /* server/admin/snapshot.c: logical backups. Save: barrier, store_dump in one
- * read transaction (a consistent cut), zstd-compress on the thread pool,
- * answer the bytes. Restore: decompress on the thread pool with a size cap,
+ * read transaction (a consistent cut), zstd-compress (with a frame checksum)
+ * on the thread pool, answer the bytes. Restore: decompress on the thread pool with a size cap,
  * then submit RestoreState, so every replica replaces its state at the same
  * log index; the FSM checks the dump's format and checksum and changes
  * nothing if they are wrong. */
@@ -19,18 +19,28 @@
 
 enum work_status { WORK_OK, WORK_NOMEM, WORK_CORRUPT, WORK_TOOBIG };
 
+/* With zstd's frame checksum, so that a file damaged since it was saved is
+ * refused while decompressing, before anything is proposed. */
 static void compress_work(uv_work_t *w)
 {
     struct admin_call *call = w->data;
     size_t cap = ZSTD_compressBound(call->blob_len);
     uint8_t *out = malloc(cap > 0 ? cap : 1);
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
     size_t n;
 
-    if (out == NULL) {
+    if (out == NULL || cctx == NULL) {
+        ZSTD_freeCCtx(cctx);
+        free(out);
         call->work_status = WORK_NOMEM;
         return;
     }
-    n = ZSTD_compress(out, cap, call->blob, call->blob_len, COMPRESS_LEVEL);
+    n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, COMPRESS_LEVEL);
+    if (!ZSTD_isError(n))
+        n = ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+    if (!ZSTD_isError(n))
+        n = ZSTD_compress2(cctx, out, cap, call->blob, call->blob_len);
+    ZSTD_freeCCtx(cctx);
     if (ZSTD_isError(n)) {
         free(out);
         call->work_status = WORK_NOMEM;
@@ -160,7 +170,9 @@ static void decompress_after(uv_work_t *w, int status)
         return;
     }
     if (call->work_status == WORK_CORRUPT) {
-        admin_fail(call, ADMIN_INVALID, "the body is not a zstd-compressed concord snapshot");
+        admin_fail(call, ADMIN_INVALID,
+                   "the body is not a zstd-compressed concord snapshot, or it is truncated or "
+                   "corrupted");
         return;
     }
     if (call->work_status == WORK_TOOBIG) {

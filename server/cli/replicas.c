@@ -1,10 +1,11 @@
 /* server/cli/replicas.c: `concord cluster` (concord's own): membership,
- * status, leadership, joining and logical snapshots. `cluster init` runs in
+ * status, leadership, joining, logical snapshots and local LMDB backups. `cluster init` runs in
  * server/main.c, before any server exists to talk to. */
 #include "server/cli/cli_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -212,6 +213,52 @@ static int snapshot_restore(struct cli *cli, const char *path)
     return CLI_EXIT_OK;
 }
 
+/* The server resolves nothing against its own working directory: a
+ * relative DIR is made absolute here, where the operator typed it. */
+static int cluster_backup(struct cli *cli, const struct cli_args *args)
+{
+    const char *dir = args->pos[0];
+    char cwd[PATH_MAX], *absolute = NULL, message[PATH_MAX + 128];
+    json_t *body, *answer;
+    int rv;
+
+    if (dir[0] == '\0')
+        return cli_usage(cli, "DIR: expected the path of a new directory");
+    if (dir[0] != '/') {
+        if (getcwd(cwd, sizeof cwd) == NULL) {
+            fprintf(cli->err, "Error: cannot tell the current directory: %s\n", strerror(errno));
+            return CLI_EXIT_FAIL;
+        }
+        if (asprintf(&absolute, "%s/%s", cwd, dir) < 0) {
+            fprintf(cli->err, "Error: out of memory\n");
+            return CLI_EXIT_FAIL;
+        }
+        dir = absolute;
+    }
+    body = json_pack("{s:s}", "path", dir);
+    free(absolute);
+    if (body == NULL) {
+        fprintf(cli->err, "Error: out of memory\n");
+        return CLI_EXIT_FAIL;
+    }
+    /* --stale applies to GETs only in cli_call: a backup is a read too. */
+    rv = cli_call(cli, "POST",
+                  cli->is_stale ? "/api/v1/cluster/backup?consistent=false"
+                                : "/api/v1/cluster/backup",
+                  body, &answer, NULL);
+    json_decref(body);
+    if (rv != CLI_EXIT_OK)
+        return rv;
+    snprintf(message, sizeof message,
+             "Backup at applied index %s written to %s (%" JSON_INTEGER_FORMAT " bytes)",
+             json_string_value(json_object_get(answer, "appliedIndex")),
+             json_string_value(json_object_get(answer, "path")),
+             json_integer_value(json_object_get(answer, "bytes")));
+    cli_print_result(cli, answer, message);
+    json_decref(answer);
+    return CLI_EXIT_OK;
+}
+
 static int cluster_snapshot(struct cli *cli, const struct cli_args *args)
 {
     if (strcmp(args->pos[0], "save") == 0)
@@ -246,6 +293,13 @@ static const struct cli_verb cluster_verbs[] = {
      2,
      2,
      cluster_snapshot},
+    {"backup",
+     "DIR",
+     "copy this replica's LMDB state into a new directory (Unix socket only)",
+     {{0}},
+     1,
+     1,
+     cluster_backup},
 };
 
 const struct cli_noun cli_cluster_noun = {

@@ -74,7 +74,6 @@ struct net_conn {
     uv_shutdown_t shutdown_req;
     struct net_http_request *req; /* with the handler, not answered yet */
     uint64_t id;                  /* appears in every log line */
-    bool is_local;
     char peer[64];
 };
 
@@ -322,7 +321,6 @@ static void conn_hand_over(struct net_conn *c, struct net_http_request *req)
     const struct net_http_server *s = c->server;
 
     req->conn_id = c->id;
-    req->is_local = c->is_local;
     memcpy(req->peer, c->peer, sizeof req->peer);
     in->conn = c;
     c->req = req;
@@ -408,8 +406,13 @@ static void reject(struct net_http_server *s, uv_stream_t *listener, bool is_loc
 
 void net_conn_accept(struct net_http_server *s, uv_stream_t *listener, bool is_local)
 {
-    struct net_request_limits limits = {.max_header_bytes = s->max_header_bytes,
-                                        .max_body_bytes = s->max_body_bytes};
+    struct net_request_limits limits = {
+        .max_header_bytes = s->max_header_bytes,
+        .max_body_bytes = is_local ? s->max_local_body_bytes : s->max_body_bytes,
+        .body_limit = s->body_limit,
+        .body_limit_arg = s->handler_arg,
+        .is_local = is_local,
+    };
     struct net_conn *c = calloc(1, sizeof *c);
     int rv;
 
@@ -426,7 +429,6 @@ void net_conn_accept(struct net_http_server *s, uv_stream_t *listener, bool is_l
     c->open_handles = 2;
     c->server = s;
     c->id = s->next_conn_id++;
-    c->is_local = is_local;
     c->state = NET_CONN_READING;
     c->next = s->conns;
     if (s->conns != NULL)

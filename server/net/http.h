@@ -67,14 +67,27 @@ void net_http_respond(struct net_http_request *req, int status, const char *cont
 
 typedef void (*net_http_handler_cb)(void *arg, struct net_http_request *req);
 
+/* Decides how many body bytes one request may carry, from its head alone:
+ * method, path, query, headers and is_local are set, the body is not (and
+ * peer is not yet). `limit` is the listener's; return it to keep it. Runs on
+ * the loop thread before any body byte is accepted, so a request refused here
+ * costs no more than its head; a body past the answer gets 413. */
+typedef size_t (*net_http_body_limit_cb)(void *arg, const struct net_http_request *head,
+                                         size_t limit);
+
 struct net_http_server_options {
-    const char *tcp_address;  /* "host:port"; NULL: no TCP listener */
-    const char *unix_path;    /* NULL: no Unix socket */
-    unsigned unix_mode;       /* e.g. 0770 */
-    size_t max_body_bytes;    /* larger bodies get 413 without reaching the handler */
+    const char *tcp_address; /* "host:port"; NULL: no TCP listener */
+    const char *unix_path;   /* NULL: no Unix socket */
+    unsigned unix_mode;      /* e.g. 0770 */
+    size_t max_body_bytes;   /* TCP: larger bodies get 413 without reaching the handler */
+    /* The Unix socket's body limit (it is trusted by file permissions, and
+     * carries snapshot restores); 0: max_body_bytes. */
+    size_t max_local_body_bytes;
     size_t max_header_bytes;  /* larger heads get 431 */
     unsigned idle_timeout_ms; /* keep-alive idle and slow-request deadline */
     net_http_handler_cb handler;
+    /* NULL: every request gets its listener's limit. Called with handler_arg. */
+    net_http_body_limit_cb body_limit;
     void *handler_arg;
 };
 

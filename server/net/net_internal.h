@@ -48,7 +48,9 @@ struct net_http_server {
     uv_loop_t *loop;
     net_http_handler_cb handler;
     void *handler_arg;
-    size_t max_body_bytes;
+    net_http_body_limit_cb body_limit;
+    size_t max_body_bytes;       /* TCP connections */
+    size_t max_local_body_bytes; /* Unix socket connections */
     size_t max_header_bytes;
     unsigned idle_timeout_ms;
     uv_tcp_t tcp; /* tcp.data == this */

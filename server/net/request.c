@@ -5,7 +5,10 @@
  * becomes the request's, the body is collected next, and on message complete
  * the parser pauses so that the request is handed out before any byte of the
  * next one is looked at. Limits are checked while the bytes arrive, so a
- * request past them never costs more than the limit in memory. */
+ * request past them never costs more than the limit in memory; the body limit
+ * of each request is decided once its head is complete (by the limits' hook,
+ * if any). A body of declared length gets one exact allocation and a chunked
+ * one grows by doubling, so receiving a big body takes linear time. */
 #include "server/net/request.h"
 
 #include <stdio.h>
@@ -45,6 +48,7 @@ struct net_request_parser {
     /* Set once the head is complete; the body (and trailers) follow. */
     struct net_request_box *box;
     size_t body_cap;
+    size_t body_limit; /* of the request being received, decided from its head */
     bool wants_continue;
     /* Set by on_message_complete; handed out by net_request_parse(). */
     struct net_http_request *done;
@@ -236,8 +240,6 @@ static int on_headers_complete(http_parser *hp)
 
     if (p->strings == NULL || p->url_len == 0)
         return fail(p, NET_PROTOCOL, 400, "missing request target");
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > p->limits.max_body_bytes)
-        return fail(p, NET_TOOBIG, 413, "request body too large");
     if (strings_terminate(p) != 0)
         return -1;
     box = calloc(1, sizeof *box);
@@ -249,6 +251,7 @@ static int on_headers_complete(http_parser *hp)
     box->in.strings = p->strings;
     p->strings = NULL;
     p->strings_cap = 0;
+    req->is_local = p->limits.is_local;
     snprintf(req->method, sizeof req->method, "%s", http_method_str(hp->method));
     box->in.is_head = hp->method == HTTP_HEAD;
     box->in.is_http10 = hp->http_major == 1 && hp->http_minor == 0;
@@ -266,6 +269,12 @@ static int on_headers_complete(http_parser *hp)
     req->n_headers = p->n_headers;
     if (split_url(p, req, box->in.strings) != 0)
         return -1;
+    p->body_limit =
+        p->limits.body_limit != NULL
+            ? p->limits.body_limit(p->limits.body_limit_arg, req, p->limits.max_body_bytes)
+            : p->limits.max_body_bytes;
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > p->body_limit)
+        return fail(p, NET_TOOBIG, 413, "request body too large");
     if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > 0) {
         /* The length is known and within the limit: one exact allocation. */
         p->body_cap = (size_t)hp->content_length + 1;
@@ -285,7 +294,7 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     struct net_http_request *req = &p->box->req;
     void *body = req->body;
 
-    if (len > p->limits.max_body_bytes - req->body_len)
+    if (len > p->body_limit - req->body_len)
         return fail(p, NET_TOOBIG, 413, "request body too large");
     if (grow(&body, &p->body_cap, req->body_len + len + 1, 1) != 0)
         return fail(p, NET_NOMEM, 500, "out of memory");

@@ -15,6 +15,11 @@
 struct net_request_limits {
     size_t max_header_bytes; /* request line + headers (+ chunked trailers): 431 past it */
     size_t max_body_bytes;   /* declared or streamed body: 413 past it */
+    /* NULL, or asked once per request when its head is complete, with
+     * max_body_bytes as `limit`: the answer is that request's body limit. */
+    net_http_body_limit_cb body_limit;
+    void *body_limit_arg;
+    bool is_local; /* stamped on every request (struct net_http_request.is_local) */
 };
 
 struct net_request_parser; /* opaque: wraps an http_parser and the request being built */

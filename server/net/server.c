@@ -175,7 +175,10 @@ int net_http_server_new(uv_loop_t *loop, const struct net_http_server_options *o
     s->loop = loop;
     s->handler = opts->handler;
     s->handler_arg = opts->handler_arg;
+    s->body_limit = opts->body_limit;
     s->max_body_bytes = opts->max_body_bytes;
+    s->max_local_body_bytes =
+        opts->max_local_body_bytes != 0 ? opts->max_local_body_bytes : opts->max_body_bytes;
     s->max_header_bytes = opts->max_header_bytes;
     s->idle_timeout_ms = opts->idle_timeout_ms;
     s->next_conn_id = 1;

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -90,7 +91,8 @@ static void run_until(struct fixture *f, const bool *flag)
 static struct net_http_request *request_new(bool is_local, const char *method, const char *target,
                                             const char *headers, const void *body, size_t body_len)
 {
-    static const struct net_request_limits limits = {65536, 64 << 20};
+    const struct net_request_limits limits = {
+        .max_header_bytes = 65536, .max_body_bytes = 64 << 20, .is_local = is_local};
     struct net_request_parser *p;
     struct net_http_request *req = NULL;
     char head[2048];
@@ -110,7 +112,6 @@ static struct net_http_request *request_new(bool is_local, const char *method, c
     assert_non_null(req);
     net_request_parser_free(p);
     free(text);
-    req->is_local = is_local;
     return req;
 }
 
@@ -848,6 +849,23 @@ static void snapshots_restore_an_earlier_state(void **state)
         assert_memory_equal(h1, h2, 32);
         free(truncated);
     }
+    {
+        /* Bytes flipped in the middle: zstd's frame checksum catches them
+         * before anything is proposed. */
+        char *flipped = malloc(len);
+        uint8_t h1[32], h2[32];
+        assert_non_null(flipped);
+        memcpy(flipped, snapshot, len);
+        for (size_t i = len / 2; i < len / 2 + 4 && i < len; i++)
+            flipped[i] ^= 0x5a;
+        state_hash(f, h1);
+        assert_int_equal(
+            request_raw(f, true, "POST", "/api/v1/cluster/snapshot/restore", NULL, flipped, len),
+            400);
+        state_hash(f, h2);
+        assert_memory_equal(h1, h2, 32);
+        free(flipped);
+    }
 
     assert_int_equal(
         request_raw(f, true, "POST", "/api/v1/cluster/snapshot/restore", NULL, snapshot, len), 200);
@@ -920,6 +938,161 @@ static void snapshot_in_flight_survives_admin_free(void **state)
     assert_non_null(strstr(answer_message(f, message, sizeof message), "shutting down"));
 }
 
+/* ---- backups ---- */
+
+static void backup_body(char *buf, size_t cap, const char *dir)
+{
+    snprintf(buf, cap, "{\"path\": \"%s\"}", dir);
+}
+
+static bool path_exists(const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0;
+}
+
+static void backup_copies_the_state_at_its_applied_index(void **state)
+{
+    struct fixture *f = *state;
+    char dir[300], path[400], body[400];
+    struct store_options so = {0};
+    uint64_t applied, copied;
+    Concord__User *u = NULL;
+    struct store_txn *t;
+    struct store *copy;
+    struct stat st;
+    json_t *j;
+
+    user_create(f, "bella");
+    snprintf(dir, sizeof dir, "%s/backup-1", f->dir);
+    backup_body(body, sizeof body, dir);
+    assert_int_equal(request(f, "POST", "/api/v1/cluster/backup", body), 200);
+    assert_int_equal(store_txn_begin(f->store, false, &t), 0);
+    assert_int_equal(store_applied_index_get(t, &applied), 0);
+    store_txn_abort(t);
+    j = answer_json(f);
+    assert_string_equal(json_string_value(json_object_get(j, "path")), dir);
+    assert_int_equal(admin_parse_id(json_string_value(json_object_get(j, "appliedIndex")), &copied),
+                     0);
+    assert_int_equal(copied, applied); /* nothing was written since */
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes")), st.st_size);
+    json_decref(j);
+    /* The backup is data.mdb alone, and a readable store. */
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    assert_false(path_exists(path));
+    so.dir = dir;
+    assert_int_equal(store_open(&so, &copy, NULL), 0);
+    assert_int_equal(store_txn_begin(copy, false, &t), 0);
+    assert_int_equal(store_user_get_by_name(t, "bella", &u), 0);
+    store_record_free(u);
+    store_txn_abort(t);
+    store_close(copy);
+
+    /* An existing empty directory is fine; a trailing slash too. */
+    snprintf(dir, sizeof dir, "%s/backup-2", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(body, sizeof body, "{\"path\": \"%s/\"}", dir);
+    assert_int_equal(request(f, "POST", "/api/v1/cluster/backup", body), 200);
+    j = answer_json(f);
+    assert_string_equal(json_string_value(json_object_get(j, "path")), dir);
+    json_decref(j);
+    /* Without quorum this would still work: ?consistent=false skips the barrier. */
+    snprintf(dir, sizeof dir, "%s/backup-3", f->dir);
+    backup_body(body, sizeof body, dir);
+    assert_int_equal(request(f, "POST", "/api/v1/cluster/backup?consistent=false", body), 200);
+}
+
+static void backup_refusals_write_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char token[SECRET_TOKEN_MAX], header[160], dir[300], body[512], path[400];
+    FILE *file;
+
+    /* Over TCP even a valid API key is not enough: it writes on the server. */
+    apikey_submit(f, admin_now_unix_ms() + 3600 * 1000, token);
+    snprintf(header, sizeof header, "Authorization: Bearer %s\r\n", token);
+    snprintf(dir, sizeof dir, "%s/tcp-backup", f->dir);
+    backup_body(body, sizeof body, dir);
+    assert_refused(f, 403, "only over its Unix socket", "POST", "/api/v1/cluster/backup", header,
+                   false, body);
+    assert_refused(f, 401, "missing API key", "POST", "/api/v1/cluster/backup", NULL, false, body);
+    assert_false(path_exists(dir));
+
+    assert_refused(f, 400, "absolute path", "POST", "/api/v1/cluster/backup", NULL, true,
+                   "{\"path\": \"relative/dir\"}");
+    assert_refused(f, 400, "absolute path", "POST", "/api/v1/cluster/backup", NULL, true, "{}");
+    assert_refused(f, 400, "not a usable", "POST", "/api/v1/cluster/backup", NULL, true,
+                   "{\"path\": \"//\"}");
+    assert_refused(f, 400, "unknown field", "POST", "/api/v1/cluster/backup", NULL, true,
+                   "{\"dir\": \"/tmp/x\"}");
+    snprintf(dir, sizeof dir, "%s/no-such-parent/backup", f->dir);
+    backup_body(body, sizeof body, dir);
+    assert_refused(f, 400, "parent directory", "POST", "/api/v1/cluster/backup", NULL, true, body);
+    snprintf(path, sizeof path, "%s/no-such-parent", f->dir);
+    assert_false(path_exists(path));
+
+    /* A directory that is not empty, or a file, is left as it was. */
+    snprintf(dir, sizeof dir, "%s/full", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/keep.txt", dir);
+    file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("keep", file);
+    fclose(file);
+    backup_body(body, sizeof body, dir);
+    assert_refused(f, 409, "not empty", "POST", "/api/v1/cluster/backup", NULL, true, body);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_false(path_exists(path));
+    snprintf(path, sizeof path, "%s/keep.txt", dir);
+    backup_body(body, sizeof body, path);
+    assert_refused(f, 409, "not a directory", "POST", "/api/v1/cluster/backup", NULL, true, body);
+    assert_refused(f, 405, "method not allowed", "GET", "/api/v1/cluster/backup", NULL, true, NULL);
+}
+
+static void on_admin_closed(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+static void backup_in_flight_holds_admin_close_and_a_second_backup(void **state)
+{
+    struct fixture *f = *state;
+    char dir[300], body[400], message[256];
+    bool is_admin_closed = false;
+    struct admin *second;
+
+    /* A stale request queues the copy at once: it is on the thread pool
+     * when a second backup arrives and when the admin closes, as at
+     * shutdown. */
+    assert_int_equal(admin_new(&f->admin->opts, &second), 0);
+    second->respond = on_answer;
+    second->respond_arg = f;
+    snprintf(dir, sizeof dir, "%s/in-flight", f->dir);
+    backup_body(body, sizeof body, dir);
+    f->has_answer = false;
+    admin_handle(second, request_new(true, "POST", "/api/v1/cluster/backup?consistent=false", NULL,
+                                     body, strlen(body)));
+    assert_false(f->has_answer);
+    snprintf(dir, sizeof dir, "%s/in-flight-2", f->dir);
+    backup_body(body, sizeof body, dir);
+    admin_handle(second, request_new(true, "POST", "/api/v1/cluster/backup?consistent=false", NULL,
+                                     body, strlen(body)));
+    assert_true(f->has_answer);
+    assert_int_equal(f->status, 409);
+    assert_non_null(strstr(answer_message(f, message, sizeof message), "already running"));
+    assert_false(path_exists(dir));
+
+    f->has_answer = false;
+    admin_close(second, on_admin_closed, &is_admin_closed);
+    assert_false(is_admin_closed); /* the store must stay open for the copy */
+    run_until(f, &is_admin_closed);
+    assert_true(f->has_answer); /* answered before the close completed */
+    assert_int_equal(f->status, 200);
+}
+
 /* ---- a replica without quorum ---- */
 
 static void without_quorum_writes_fail_fast_and_stale_reads_work(void **state)
@@ -966,6 +1139,9 @@ int main(void)
         cmocka_unit_test(snapshots_restore_an_earlier_state),
         cmocka_unit_test(peer_route_answers_only_authenticated_replicas),
         cmocka_unit_test(snapshot_in_flight_survives_admin_free),
+        cmocka_unit_test(backup_copies_the_state_at_its_applied_index),
+        cmocka_unit_test(backup_refusals_write_nothing),
+        cmocka_unit_test(backup_in_flight_holds_admin_close_and_a_second_backup),
     };
 
     const struct CMUnitTest minority_tests[] = {

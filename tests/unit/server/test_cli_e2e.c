@@ -347,6 +347,47 @@ static void cli_reports_cluster_state_and_round_trips_snapshots(void **state)
     assert_cli(e, 0, "users list -n carol -o json", "[]", NULL);
 }
 
+static void cli_backs_up_into_a_new_directory_over_the_socket_only(void **state)
+{
+    struct e2e *e = *state;
+    char words[700], dir[300], path[400], cwd[512];
+    struct stat st;
+
+    snprintf(dir, sizeof dir, "%s/lmdb-backup", e->dir);
+    snprintf(words, sizeof words, "cluster backup %s", dir);
+    assert_cli(e, 0, words, "Backup at applied index", NULL);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_cli(e, 1, words, NULL, "is not empty");
+
+    /* A relative DIR is where the operator is, not where the server runs. */
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(e->dir), 0);
+    assert_cli(e, 0, "cluster backup relative-backup -o json", "\"appliedIndex\"", NULL);
+    assert_int_equal(chdir(cwd), 0);
+    snprintf(path, sizeof path, "%s/relative-backup/data.mdb", e->dir);
+    assert_int_equal(stat(path, &st), 0);
+    /* --stale skips the barrier, as for reads. */
+    snprintf(words, sizeof words, "cluster backup %s/stale-backup --stale", e->dir);
+    assert_cli(e, 0, words, "Backup at applied index", NULL);
+    assert_cli(e, 2, "cluster backup", NULL, NULL);
+}
+
+static void cli_backup_over_tcp_is_refused_and_writes_nothing(void **state)
+{
+    struct e2e *e = *state;
+    char words[700], dir[300], token[SECRET_TOKEN_MAX];
+    struct stat st;
+
+    assert_cli(e, 0, "apikeys create -e 1d", "concord-api-", NULL);
+    snprintf(token, sizeof token, "%.*s", (int)strcspn(e->out, "\n"), e->out);
+    snprintf(dir, sizeof dir, "%s/tcp-backup", e->dir);
+    snprintf(words, sizeof words, "cluster backup %s --address %s --api-key %s", dir, e->address,
+             token);
+    assert_cli(e, 1, words, NULL, "only over its Unix socket");
+    assert_int_equal(stat(dir, &st), -1);
+}
+
 struct peer_wait {
     bool is_done;
     int status;
@@ -416,6 +457,8 @@ int main(void)
         cmocka_unit_test(cli_manages_keys_nodes_and_policy),
         cmocka_unit_test(cli_uses_api_keys_over_tcp),
         cmocka_unit_test(cli_reports_cluster_state_and_round_trips_snapshots),
+        cmocka_unit_test(cli_backs_up_into_a_new_directory_over_the_socket_only),
+        cmocka_unit_test(cli_backup_over_tcp_is_refused_and_writes_nothing),
         cmocka_unit_test(peer_send_reaches_the_peer_route_and_maps_failures),
     };
 

@@ -65,6 +65,7 @@ static void fills_defaults_for_every_optional_key(void **state)
     assert_int_equal(cfg->cluster.snapshot_trailing, 8192);
     assert_int_equal(cfg->cluster.ready_max_apply_lag, 100);
     assert_int_equal(cfg->http.max_body_bytes, 1024 * 1024);
+    assert_int_equal(cfg->http.max_local_body_bytes, 1024 * 1024 * 1024);
     config_free(cfg);
 }
 
@@ -93,7 +94,8 @@ static const char full_config[] = "# every key\n"
                                   "  snapshot_trailing: 0\n"
                                   "  ready_max_apply_lag: 7\n"
                                   "http:\n"
-                                  "  max_body_bytes: 2048\n";
+                                  "  max_body_bytes: 2048\n"
+                                  "  max_local_body_bytes: 4096\n";
 
 static void parses_every_type(void **state)
 {
@@ -124,6 +126,7 @@ static void parses_every_type(void **state)
     assert_int_equal(cfg->cluster.snapshot_trailing, 0);
     assert_int_equal(cfg->cluster.ready_max_apply_lag, 7);
     assert_int_equal(cfg->http.max_body_bytes, 2048);
+    assert_int_equal(cfg->http.max_local_body_bytes, 4096);
     config_free(cfg);
 }
 
@@ -226,6 +229,9 @@ static void refuses_values_out_of_bounds(void **state)
                 "test.yaml:2: key 'cluster.id': 0 is out of range 1..18446744073709551615");
     parse_fails(REQUIRED_KEYS "http:\n  max_body_bytes: 10\n", CONFIG_INVALID,
                 "test.yaml:5: key 'http.max_body_bytes': 10 is out of range 1024..1073741824");
+    parse_fails(REQUIRED_KEYS "http:\n  max_local_body_bytes: 2147483648\n", CONFIG_INVALID,
+                "test.yaml:5: key 'http.max_local_body_bytes': 2147483648 is out of range "
+                "1024..1073741824");
     parse_fails(REQUIRED_KEYS "  election_timeout_ms: 500\n  heartbeat_timeout_ms: 500\n",
                 CONFIG_INVALID,
                 "test.yaml:5: key 'cluster.heartbeat_timeout_ms': must be below "

@@ -37,6 +37,11 @@ struct fixture {
     int n_requests;
     bool last_was_local;
     char last_peer[64];
+    size_t last_body_len;
+    /* What the body-limit hook saw. */
+    int n_limit_calls;
+    bool limit_saw_local;
+    char limit_saw_path[64];
 };
 
 /* ---- loop helpers ---- */
@@ -92,32 +97,60 @@ static void handler(void *arg, struct net_http_request *req)
 
     f->n_requests++;
     f->last_was_local = req->is_local;
+    f->last_body_len = req->body_len;
     memcpy(f->last_peer, req->peer, sizeof f->last_peer);
     if (f->mode == HANDLER_HOLD) {
         f->held = req;
         return;
     }
-    n = snprintf(body, sizeof body, "%s %s %s", req->method, req->path, (const char *)req->body);
+    /* Echoes the start of big bodies only. */
+    n = snprintf(body, sizeof body, "%s %s %.100s", req->method, req->path,
+                 (const char *)req->body);
     net_http_respond(req, 200, "text/plain", "X-Test: 1\r\n", body, (size_t)n);
 }
 
-static void server_start(struct fixture *f, size_t max_body_bytes, unsigned idle_timeout_ms,
-                         const char *unix_path)
+/* The test's body-limit hook: /big may carry 1000 times the listener's
+ * limit, /tiny one byte, anything else the listener's limit. */
+static size_t body_limit(void *arg, const struct net_http_request *head, size_t limit)
+{
+    struct fixture *f = arg;
+
+    f->n_limit_calls++;
+    f->limit_saw_local = head->is_local;
+    snprintf(f->limit_saw_path, sizeof f->limit_saw_path, "%s", head->path);
+    if (strcmp(head->path, "/big") == 0)
+        return limit * 1000;
+    if (strcmp(head->path, "/tiny") == 0)
+        return 1;
+    return limit;
+}
+
+static void server_start_full(struct fixture *f, size_t max_body_bytes, size_t max_local_body_bytes,
+                              net_http_body_limit_cb limit_cb, unsigned idle_timeout_ms,
+                              const char *unix_path)
 {
     struct net_http_server_options opts = {
         .tcp_address = "127.0.0.1:0",
         .unix_path = unix_path,
         .unix_mode = 0600,
         .max_body_bytes = max_body_bytes,
+        .max_local_body_bytes = max_local_body_bytes,
         .max_header_bytes = 1024,
         .idle_timeout_ms = idle_timeout_ms,
         .handler = handler,
+        .body_limit = limit_cb,
         .handler_arg = f,
     };
     char errmsg[256] = "";
 
     assert_int_equal(net_http_server_new(&f->loop, &opts, &f->server, errmsg), 0);
     assert_true(net_http_server_port(f->server) > 0);
+}
+
+static void server_start(struct fixture *f, size_t max_body_bytes, unsigned idle_timeout_ms,
+                         const char *unix_path)
+{
+    server_start_full(f, max_body_bytes, 0, NULL, idle_timeout_ms, unix_path);
 }
 
 static void server_on_closed(void *arg)
@@ -430,6 +463,112 @@ static void answers_413_without_calling_the_handler(void **state)
     assert_int_equal(f->n_requests, 0);
 }
 
+/* "POST <path>" with a body of n bytes of 'x', declared or chunked in
+ * pieces of 64 KiB; free() it. */
+static char *big_request(const char *path, size_t n, bool is_chunked)
+{
+    const size_t piece = 64 * 1024;
+    size_t cap = n + n / piece * 16 + 256, len;
+    char *text = malloc(cap);
+
+    assert_non_null(text);
+    if (!is_chunked) {
+        len =
+            (size_t)snprintf(text, cap, "POST %s HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", path, n);
+        memset(text + len, 'x', n);
+        text[len + n] = '\0';
+        return text;
+    }
+    len =
+        (size_t)snprintf(text, cap, "POST %s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", path);
+    for (size_t sent = 0; sent < n; sent += piece) {
+        size_t k = n - sent < piece ? n - sent : piece;
+        len += (size_t)snprintf(text + len, cap - len, "%zx\r\n", k);
+        memset(text + len, 'x', k);
+        len += k;
+        len += (size_t)snprintf(text + len, cap - len, "\r\n");
+    }
+    snprintf(text + len, cap - len, "0\r\n\r\n");
+    return text;
+}
+
+/* Sends text on a fresh connection (Unix socket when unix_path is set) and
+ * waits for the status line `want`. */
+static void exchange_expect(struct fixture *f, const char *unix_path, const char *text,
+                            const char *want)
+{
+    struct raw raw;
+    struct raw_wait w = {&raw, want, 1};
+
+    if (unix_path != NULL)
+        raw_open_unix(f, &raw, unix_path, text);
+    else
+        raw_open_tcp(f, &raw, text);
+    if (!loop_run_until(&f->loop, raw_has, &w, MAX_ITERATIONS))
+        fail_msg("wanted \"%s\", got \"%.200s\"", want, raw.got);
+    raw_close(&raw);
+}
+
+static void unix_socket_has_its_own_body_limit(void **state)
+{
+    struct fixture *f = *state;
+    const size_t n = 4u << 20;
+    char *declared = big_request("/restore", n, false);
+    char *chunked = big_request("/restore", n, true);
+
+    server_start_full(f, 1024, 8u << 20, NULL, 5000, f->sock_path);
+    /* Both ways of sending a body arrive whole on the Unix socket... */
+    exchange_expect(f, f->sock_path, declared, "HTTP/1.1 200 OK");
+    assert_int_equal(f->n_requests, 1);
+    assert_int_equal(f->last_body_len, n);
+    exchange_expect(f, f->sock_path, chunked, "HTTP/1.1 200 OK");
+    assert_int_equal(f->n_requests, 2);
+    assert_int_equal(f->last_body_len, n);
+    /* ...and get 413 on TCP without reaching the handler. */
+    exchange_expect(f, NULL, declared, "HTTP/1.1 413");
+    exchange_expect(f, NULL, chunked, "HTTP/1.1 413");
+    assert_int_equal(f->n_requests, 2);
+    free(declared);
+    free(chunked);
+}
+
+static void unix_socket_limit_defaults_to_the_tcp_one(void **state)
+{
+    struct fixture *f = *state;
+    char *text = big_request("/restore", 2048, false);
+
+    server_start(f, 1024, 5000, f->sock_path);
+    exchange_expect(f, f->sock_path, text, "HTTP/1.1 413");
+    assert_int_equal(f->n_requests, 0);
+    free(text);
+}
+
+static void body_limit_hook_decides_each_request_from_its_head(void **state)
+{
+    struct fixture *f = *state;
+    char *big = big_request("/big", 100000, false);
+    char *big_chunked = big_request("/big", 100000, true);
+    char *other = big_request("/other", 2000, false);
+
+    server_start_full(f, 1024, 0, body_limit, 5000, f->sock_path);
+    exchange_expect(f, NULL, big, "HTTP/1.1 200 OK");
+    assert_int_equal(f->last_body_len, 100000);
+    assert_false(f->limit_saw_local);
+    assert_string_equal(f->limit_saw_path, "/big");
+    exchange_expect(f, f->sock_path, big_chunked, "HTTP/1.1 200 OK");
+    assert_int_equal(f->last_body_len, 100000);
+    assert_true(f->limit_saw_local);
+    exchange_expect(f, NULL, other, "HTTP/1.1 413");
+    exchange_expect(f, NULL, "POST /tiny HTTP/1.1\r\nContent-Length: 2\r\n\r\nab", "HTTP/1.1 413");
+    exchange_expect(f, NULL, "POST /tiny HTTP/1.1\r\nContent-Length: 1\r\n\r\na",
+                    "HTTP/1.1 200 OK");
+    assert_int_equal(f->n_requests, 3);
+    assert_int_equal(f->n_limit_calls, 5);
+    free(big);
+    free(big_chunked);
+    free(other);
+}
+
 static void answers_431_and_closes(void **state)
 {
     struct fixture *f = *state;
@@ -690,6 +829,9 @@ int main(void)
         T(honours_connection_close),
         T(answers_head_without_body),
         T(answers_413_without_calling_the_handler),
+        T(unix_socket_has_its_own_body_limit),
+        T(unix_socket_limit_defaults_to_the_tcp_one),
+        T(body_limit_hook_decides_each_request_from_its_head),
         T(answers_431_and_closes),
         T(answers_400_to_garbage_and_closes),
         T(closes_idle_connection_at_deadline),

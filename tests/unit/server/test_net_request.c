@@ -211,6 +211,69 @@ static void accepts_body_exactly_at_limit(void **state)
     net_request_parser_free(p);
 }
 
+/* A hook that remembers the head it saw and allows what X-Allow says. */
+struct limit_seen {
+    int calls;
+    char path[32];
+    bool is_local;
+    bool had_body;
+};
+
+static size_t limit_from_header(void *arg, const struct net_http_request *head, size_t limit)
+{
+    struct limit_seen *seen = arg;
+    const char *allow = net_http_header_get(head, "X-Allow");
+
+    seen->calls++;
+    snprintf(seen->path, sizeof seen->path, "%s", head->path);
+    seen->is_local = head->is_local;
+    seen->had_body = head->body_len > 0;
+    return allow != NULL ? (size_t)strtoul(allow, NULL, 10) : limit;
+}
+
+static void body_limit_hook_decides_from_the_head_before_the_body(void **state)
+{
+    struct limit_seen seen = {0};
+    struct net_request_limits limits = {.max_header_bytes = 4096,
+                                        .max_body_bytes = 4,
+                                        .body_limit = limit_from_header,
+                                        .body_limit_arg = &seen,
+                                        .is_local = true};
+    struct net_request_parser *p = parser_new(&limits);
+    struct net_http_request *req;
+
+    (void)state;
+    req = parse_bytewise(p, "POST /raised HTTP/1.1\r\nX-Allow: 10\r\nContent-Length: 10\r\n\r\n"
+                            "0123456789");
+    assert_int_equal(req->body_len, 10);
+    assert_true(req->is_local);
+    assert_int_equal(seen.calls, 1);
+    assert_string_equal(seen.path, "/raised");
+    assert_true(seen.is_local);
+    assert_false(seen.had_body);
+    net_request_free(req);
+    /* The listener's limit for a request that does not ask. */
+    req = parse_one(p, "POST /plain HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd");
+    assert_int_equal(seen.calls, 2);
+    net_request_free(req);
+    net_request_parser_free(p);
+
+    /* Lowered below the listener's limit, declared or streamed. */
+    p = parser_new(&limits);
+    assert_int_equal(parse_error(p,
+                                 "POST /x HTTP/1.1\r\nX-Allow: 2\r\nContent-Length: 3\r\n\r\nabc",
+                                 NET_TOOBIG),
+                     413);
+    net_request_parser_free(p);
+    p = parser_new(&limits);
+    assert_int_equal(parse_error(p,
+                                 "POST /x HTTP/1.1\r\nX-Allow: 2\r\nTransfer-Encoding: chunked\r\n"
+                                 "\r\n3\r\nabc\r\n0\r\n\r\n",
+                                 NET_TOOBIG),
+                     413);
+    net_request_parser_free(p);
+}
+
 static void rejects_head_over_limit_with_431(void **state)
 {
     struct net_request_limits small = {.max_header_bytes = 64, .max_body_bytes = 1024};
@@ -418,6 +481,7 @@ int main(void)
         cmocka_unit_test(finds_query_values_decoded),
         cmocka_unit_test(flags_expect_continue_once),
         cmocka_unit_test(rejects_overlong_uri_with_414),
+        cmocka_unit_test(body_limit_hook_decides_from_the_head_before_the_body),
     };
 
     return cmocka_run_group_tests_name("net_request", tests, NULL, NULL);
