@@ -1,8 +1,9 @@
 /* raft/cluster.c: one replica. It owns the libraft instance with raft_uv's
  * disk log and TCP transport, the FSM over the caller's store, and three loop
  * handles: a 50 ms timer (retries, deadlines, role polling), a check handle
- * (after each iteration's I/O: leader changes and followers waiting to have
- * applied an index) and the idle handle ops.c answers callers from.
+ * (after each iteration's I/O: commits the FSM's batch, then leader changes
+ * and followers waiting to have applied an index) and the idle handle ops.c
+ * answers callers from (after committing whatever batch is still open).
  *
  * Happy path: cluster_new -> cluster_start (loads snapshot and log) -> leader
  * known -> the replica makes sure its own address record is in the store, so
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -27,11 +29,22 @@
 
 #define DEFAULT_ELECTION_TIMEOUT_MS  1000u
 #define DEFAULT_HEARTBEAT_TIMEOUT_MS 100u
-#define DEFAULT_SNAPSHOT_THRESHOLD   4096u
 #define DEFAULT_SNAPSHOT_TRAILING    8192u
 #define DEFAULT_SUBMIT_TIMEOUT_MS    10000u
 #define TICK_MS                      50u
 #define SELF_RECORD_RETRY_MS         1000u
+/* A snapshot dumps the whole state on the loop thread (libraft 0.22.1 calls
+ * the FSM synchronously), then libraft compresses and writes all of it: for
+ * 150k users, 21 MB and an ~85 ms stall on the reference 2-core box. Every
+ * 64k entries that is ~1 us per entry; every 4k entries it was ~20 us per
+ * entry and a stall every second under load. Meanwhile libraft keeps the log
+ * since the last snapshot in memory: a few hundred bytes per entry. */
+#define DEFAULT_SNAPSHOT_THRESHOLD 65536u
+/* libraft's default (32) caps the entries sent to a follower and not yet
+ * acknowledged: under load the leader then idles a round trip per 32 entries
+ * and sends a heartbeat per proposal instead. Entries are not copied per
+ * message, so a higher cap costs no memory of its own. */
+#define MAX_INFLIGHT_ENTRIES 1024u
 
 const char *cluster_strerror(int code)
 {
@@ -139,6 +152,14 @@ uint64_t cluster_election_timeout_ms(const struct cluster *c)
 uint64_t cluster_submit_timeout_ms(const struct cluster *c)
 {
     return c->opts.submit_timeout_ms != 0 ? c->opts.submit_timeout_ms : DEFAULT_SUBMIT_TIMEOUT_MS;
+}
+
+static uint64_t wall_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* mkdir -p, mode 0700: the log is the replica's durable state. */
@@ -350,14 +371,19 @@ static int io_start(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, ra
 
 /* ---- lifecycle ---- */
 
+static void cluster_on_fsm_claim(void *arg, uint64_t index, const Concord__Command *cmd,
+                                 const Concord__CommandResult *result)
+{
+    (void)cmd;
+    cluster_ops_claim_result(arg, index, result);
+}
+
 static void cluster_on_fsm_applied(void *arg, uint64_t index, const Concord__Command *cmd,
                                    const Concord__CommandResult *result)
 {
     struct cluster *c = arg;
 
-    cluster_ops_claim_result(c, index, result);
-    if (c->opts.applied != NULL)
-        c->opts.applied(c->opts.applied_arg, index, cmd, result);
+    c->opts.applied(c->opts.applied_arg, index, cmd, result);
 }
 
 static void self_record_maybe_check(struct cluster *c);
@@ -395,6 +421,8 @@ static void cluster_on_check(uv_check_t *check)
     struct cluster *c = check->data;
     uint64_t applied;
 
+    /* Everything libraft applied during this iteration's I/O is one batch. */
+    cluster_fsm_flush(&c->fsm);
     if (c->is_closing)
         return;
     held_maybe_deliver(c);
@@ -449,6 +477,8 @@ int cluster_new(uv_loop_t *loop, const struct cluster_options *opts, struct clus
     }
     c->loop = loop;
     c->opts = *opts;
+    c->request_seq = wall_clock_ns();
+    c->request_random_used = sizeof c->request_random; /* filled on first use */
     snprintf(c->raft_address, sizeof c->raft_address, "%s", opts->raft_address);
     snprintf(c->http_address, sizeof c->http_address, "%s",
              opts->http_address != NULL ? opts->http_address : "");
@@ -458,8 +488,12 @@ int cluster_new(uv_loop_t *loop, const struct cluster_options *opts, struct clus
     rv = cluster_fsm_init(&c->fsm, opts->store, opts->log, opts->log_arg, errmsg);
     if (rv != 0)
         goto err_after_dir;
-    c->fsm.applied = cluster_on_fsm_applied;
-    c->fsm.applied_arg = c;
+    c->fsm.claim = cluster_on_fsm_claim;
+    c->fsm.claim_arg = c;
+    if (opts->applied != NULL) {
+        c->fsm.applied = cluster_on_fsm_applied;
+        c->fsm.applied_arg = c;
+    }
     c->transport.version = 1; /* raft_uv_tcp_init refuses an unset version */
     rv = raft_uv_tcp_init(&c->transport, loop);
     if (rv != 0) {
@@ -485,11 +519,19 @@ int cluster_new(uv_loop_t *loop, const struct cluster_options *opts, struct clus
     }
     c->raft.data = c;
     c->fsm.raft = &c->raft;
+    /* libraft's default tracers format every trace message (snprintf) before
+     * finding out they are disabled, several times per entry. LIBRAFT_TRACE
+     * in the environment keeps them, for debugging. */
+    if (getenv("LIBRAFT_TRACE") == NULL) {
+        c->raft.tracer = NULL;
+        raft_uv_set_tracer(&c->io, NULL);
+    }
     raft_set_election_timeout(&c->raft, (unsigned)cluster_election_timeout_ms(c));
     raft_set_heartbeat_timeout(&c->raft, opts->heartbeat_timeout_ms != 0
                                              ? opts->heartbeat_timeout_ms
                                              : DEFAULT_HEARTBEAT_TIMEOUT_MS);
     raft_set_pre_vote(&c->raft, true);
+    raft_set_max_inflight_entries(&c->raft, MAX_INFLIGHT_ENTRIES);
     raft_set_snapshot_threshold(&c->raft, opts->snapshot_threshold != 0
                                               ? opts->snapshot_threshold
                                               : DEFAULT_SNAPSHOT_THRESHOLD);
@@ -573,6 +615,7 @@ static void handle_on_close(uv_handle_t *handle)
 
     if (--c->open_handles > 0)
         return;
+    cluster_fsm_close(&c->fsm);
     /* libraft's I/O objects are freed only now, well after their own close
      * callbacks have returned. */
     raft_uv_close(&c->io);
@@ -590,6 +633,7 @@ void cluster_maybe_finish_close(struct cluster *c)
     if (!c->is_closing || !c->is_raft_closed || c->is_closing_handles ||
         !cluster_ops_are_drained(c))
         return;
+    cluster_fsm_flush(&c->fsm);
     c->is_closing_handles = true;
     c->open_handles = 3;
     uv_close((uv_handle_t *)&c->timer, handle_on_close);
@@ -616,6 +660,7 @@ void cluster_close(struct cluster *c, cluster_close_cb cb, void *arg)
     uv_timer_stop(&c->timer);
     uv_check_stop(&c->check);
     held_drop(c);
+    cluster_fsm_flush(&c->fsm); /* the check handle that would have is stopped */
     /* Fails libraft's pending requests synchronously (their callbacks only
      * queue answers), then closes its I/O asynchronously. */
     raft_close(&c->raft, cluster_on_raft_close);
@@ -740,7 +785,9 @@ void cluster_status_get(struct cluster *c, struct cluster_status *out)
                                      sizeof out->leader_http_address);
     out->term = raft_current_term(&c->raft);
     out->commit_index = raft_commit_index(&c->raft);
-    out->applied_index = raft_last_applied(&c->raft);
+    /* An index the store already shows: while a batch is open, the last
+     * committed one (barrier and configuration entries never open one). */
+    out->applied_index = c->fsm.batch != NULL ? c->fsm.store_applied : raft_last_applied(&c->raft);
     out->last_log_index = raft_last_index(&c->raft);
     out->leader_changes = c->leader_changes;
     for (unsigned i = 0; i < conf->n; i++) {

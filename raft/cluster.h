@@ -4,11 +4,19 @@
  * locally, barrier for linearizable reads, change membership.
  *
  * Every replica applies the same committed Commands in the same order to its
- * own LMDB store (one write transaction per entry that also records the
- * applied index, idempotent on replay). A follower forwards submissions to the
- * leader through the peer transport the caller provides (struct
- * cluster_transport), then waits until it has applied the entry itself, so the
- * caller reads its own write on the replica it talks to.
+ * own LMDB store, idempotent on replay. The entries libraft applies in one
+ * loop iteration form a batch: one write transaction, each entry seeing the
+ * effects of the ones before it, committed together with the applied index
+ * at the end of the iteration. A follower forwards submissions to the leader
+ * through the peer transport the caller provides (struct cluster_transport),
+ * then waits until it has applied the entry itself, so the caller reads its
+ * own write on the replica it talks to.
+ *
+ * Visibility: a read transaction sees the store as of the last committed
+ * batch. Every answer (submit, barrier, membership), every applied event and
+ * every cluster_status_get() applied index is delivered only after the batch
+ * holding what it reports has committed, so a caller that reads the store from
+ * a callback sees at least that much; nothing else needs flushing.
  *
  * Everything runs on the loop thread given to cluster_new(). The process must
  * ignore SIGPIPE: the Raft transport writes to peers that may have gone away. */
@@ -80,12 +88,14 @@ struct cluster_transport {
     void *arg;
 };
 
-/* Called after each applied command (on every replica, in log order), after its
- * transaction committed: the change event the rest of the server follows. It
- * runs inside libraft's apply: keep it short; cluster_* calls made from it
- * take effect on a later loop iteration. A storage failure while applying
- * (map full, I/O error) is not deterministic across replicas, so it is
- * logged and the process aborts instead of letting this replica diverge. */
+/* Called after each applied command (on every replica, in log order), once
+ * the batch holding it has committed: the change event the rest of the server
+ * follows. It runs at the end of a loop iteration, or from inside libraft
+ * (before a snapshot or restore) or cluster_close(): keep it short, and do not
+ * close the cluster from it; cluster_* calls made from it take effect on a
+ * later loop iteration. A storage failure while applying or committing (map
+ * full, I/O error) is not deterministic across replicas, so it is logged and
+ * the process aborts instead of letting this replica diverge. */
 typedef void (*cluster_applied_cb)(void *arg, uint64_t index, const Concord__Command *cmd,
                                    const Concord__CommandResult *result);
 
@@ -97,7 +107,7 @@ struct cluster_options {
     struct store *store;           /* the FSM's state; borrowed, outlives the cluster */
     unsigned election_timeout_ms;  /* 0: 1000 */
     unsigned heartbeat_timeout_ms; /* 0: 100 */
-    unsigned snapshot_threshold;   /* 0: 4096 entries */
+    unsigned snapshot_threshold;   /* 0: 65536 entries */
     unsigned snapshot_trailing;    /* 0: 8192 entries */
     unsigned submit_timeout_ms;    /* 0: 10000; bounds forwarding and apply waits */
     struct cluster_transport transport;
@@ -161,7 +171,7 @@ void cluster_close(struct cluster *c, cluster_close_cb cb, void *arg);
  * status CLUSTER_OK with the result (borrowed for the call) once the entry is
  * applied on THIS replica, or an error status (NOLEADER: definitely not
  * applied; UNKNOWN/TIMEOUT: may have been applied). An empty request_id gets a
- * random one, so a forwarded retry can never apply twice. On error the caller
+ * unique one, so a forwarded retry can never apply twice. On error the caller
  * still owns cmd and cb is not called. */
 typedef void (*cluster_submit_cb)(void *arg, int status, const Concord__CommandResult *result);
 int cluster_submit(struct cluster *c, Concord__Command *cmd, cluster_submit_cb cb, void *arg);

@@ -43,27 +43,60 @@ void cluster_snapshot_header_encode(uint64_t applied_index,
 int cluster_snapshot_header_decode(const uint8_t *buf, size_t len, uint64_t *applied_index);
 
 /* ---- fsm.c ---- */
-/* Called after each applied command's transaction committed. */
+/* Hooks of an applied command. claim runs right after the entry was applied
+ * into the open batch, before it is committed: it may only record the result
+ * for a later answer, never publish it. applied runs once the batch holding
+ * the entry has committed, in log order. */
 typedef void (*cluster_fsm_applied_cb)(void *arg, uint64_t index, const Concord__Command *cmd,
                                        const Concord__CommandResult *result);
 
+/* An applied command whose applied hook waits for its batch to commit. */
+struct cluster_fsm_event {
+    uint64_t index;
+    Concord__Command *cmd; /* owned */
+    Concord__CommandResult result;
+    bool is_static_message; /* result.message is a literal, not to be freed */
+};
+
+/* Batching: the first entry libraft applies opens a write transaction; the
+ * entries applied after it in the same loop iteration go into the same
+ * transaction, each seeing the effects of the ones before; the applied index
+ * is written once, at the commit. cluster_fsm_flush() commits it. Until then
+ * nothing of the batch is visible to read transactions, so the owner must
+ * flush before anything can observe the entries: before delivering any
+ * answer or event, and on close. snapshot and restore flush themselves. A
+ * crash before the commit loses the batch from the store only: the store's
+ * applied index is older, so libraft applies the entries again from the log. */
 struct cluster_fsm {
-    struct raft_fsm fsm;    /* fsm.data == this; pass &fsm to raft_init() */
-    struct raft *raft;      /* set before raft_start(): an entry's index is last_applied + 1 */
-    struct store *store;    /* borrowed */
-    uint64_t store_applied; /* the store's applied index, cached */
+    struct raft_fsm fsm;     /* fsm.data == this; pass &fsm to raft_init() */
+    struct raft *raft;       /* set before raft_start(): an entry's index is last_applied + 1 */
+    struct store *store;     /* borrowed */
+    struct store_txn *batch; /* the open batch, NULL when none */
+    uint64_t applied_index;  /* last entry applied, in the open batch or committed */
+    uint64_t store_applied;  /* the store's committed applied index */
+    uint64_t n_batches;      /* batches committed so far */
     cluster_log_cb log;
     void *log_arg;
+    cluster_fsm_applied_cb claim; /* may be NULL */
+    void *claim_arg;
     cluster_fsm_applied_cb applied; /* may be NULL */
     void *applied_arg;
+    struct cluster_fsm_event *events; /* only when applied is set */
+    size_t n_events;
+    size_t cap_events;
 };
 
 /* Reads the store's applied index. The FSM never hands a result to raft
- * (apply's *result is always NULL): results reach proposers through
- * `applied`, which also sees entries proposed elsewhere, so nothing leaks on a
- * replica that did not propose. */
+ * (apply's *result is always NULL): results reach proposers through `claim`,
+ * which also sees entries proposed elsewhere, so nothing leaks on a replica
+ * that did not propose. */
 int cluster_fsm_init(struct cluster_fsm *f, struct store *store, cluster_log_cb log, void *log_arg,
                      char *errmsg);
+/* Commits the open batch, if any, then runs the applied hook of each of its
+ * entries. A storage failure is fatal (abort), as for a single entry. */
+void cluster_fsm_flush(struct cluster_fsm *f);
+/* Flushes; call before the store closes. */
+void cluster_fsm_close(struct cluster_fsm *f);
 
 /* ---- cluster.c / ops.c ---- */
 struct cluster_op;
@@ -105,6 +138,11 @@ struct cluster {
     uv_idle_t idle;
     struct cluster_op *completed_head;
     struct cluster_op *completed_tail;
+
+    /* Request ids: see request_id_make() in ops.c. */
+    uint64_t request_seq;
+    uint8_t request_random[512];
+    size_t request_random_used;
 
     /* libraft 0.22.1 workaround, see io_on_recv() in cluster.c. */
     int (*uv_start)(struct raft_io *io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv);

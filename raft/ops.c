@@ -18,7 +18,8 @@
  * attempt may have been. Retried submissions keep their request id, so the
  * FSM's de-duplication makes a retry harmless. Answers are queued and
  * delivered from an idle callback, so callers never re-enter from inside
- * libraft or from inside their own call. */
+ * libraft or from inside their own call, and only once the FSM's batch has
+ * committed (ops_deliver flushes it first). */
 #include "raft/cluster.h"
 
 #include <stdio.h>
@@ -228,8 +229,12 @@ static void op_notify(struct cluster_op *op, int status)
         op->done_cb(op->arg, status);
 }
 
+/* Every answer leaves from here, after the batch holding whatever it reports
+ * has committed: a caller reads its own write, a barrier's reader sees every
+ * entry before the barrier. */
 static void ops_deliver(struct cluster *c)
 {
+    cluster_fsm_flush(&c->fsm);
     while (c->completed_head != NULL) {
         struct cluster_op *op = c->completed_head;
 
@@ -987,6 +992,27 @@ static int check_accepting(struct cluster *c)
     return 0;
 }
 
+/* A request id: [u64 big-endian sequence][8 random bytes]. The sequence
+ * starts at the wall clock in ns when the replica starts and counts up, so
+ * the ids one replica proposes are ascending keys: inserting them into the
+ * de-duplication table touches the same few B-tree pages instead of one
+ * random page per entry. Uniqueness does not rest on the clock: two ids
+ * collide only if both their sequence and 64 random bits do. The random
+ * bytes come from a buffer refilled from libsodium, not a syscall per id. */
+static void request_id_make(struct cluster *c, uint8_t out[CLUSTER_REQUEST_ID_BYTES])
+{
+    uint64_t seq = c->request_seq++;
+
+    if (c->request_random_used + 8 > sizeof c->request_random) {
+        randombytes_buf(c->request_random, sizeof c->request_random);
+        c->request_random_used = 0;
+    }
+    for (unsigned i = 0; i < 8; i++)
+        out[i] = (uint8_t)(seq >> (56 - 8 * i));
+    memcpy(out + 8, c->request_random + c->request_random_used, 8);
+    c->request_random_used += 8;
+}
+
 static int submit(struct cluster *c, Concord__Command *cmd, cluster_submit_cb cb, void *arg)
 {
     struct cluster_op *op;
@@ -1002,7 +1028,7 @@ static int submit(struct cluster *c, Concord__Command *cmd, cluster_submit_cb cb
         uint8_t *id = malloc(CLUSTER_REQUEST_ID_BYTES);
         if (id == NULL)
             return CLUSTER_NOMEM;
-        randombytes_buf(id, CLUSTER_REQUEST_ID_BYTES);
+        request_id_make(c, id);
         cmd->request_id.data = id;
         cmd->request_id.len = CLUSTER_REQUEST_ID_BYTES;
     }

@@ -29,6 +29,7 @@
 #define SNAPSHOT_THRESHOLD 16u
 #define SNAPSHOT_TRAILING  8u
 #define WAIT_LIMIT_MS      20000u
+#define CONCURRENT_WRITES  32u
 
 struct env;
 
@@ -42,7 +43,9 @@ struct node {
     struct cluster *c; /* NULL once stopping */
     bool is_running;   /* false once its close callback ran */
     unsigned n_applied;
-    unsigned n_restored; /* "snapshot restored" log lines */
+    uint64_t last_applied_event; /* index of the last applied event */
+    unsigned n_batched_events;   /* events whose batch also held later entries */
+    unsigned n_restored;         /* "snapshot restored" log lines */
 };
 
 struct env {
@@ -165,10 +168,16 @@ static void on_applied(void *arg, uint64_t index, const Concord__Command *cmd,
                        const Concord__CommandResult *result)
 {
     struct node *n = arg;
+    uint64_t committed = store_applied(n->ts.s);
 
-    (void)index;
     (void)cmd;
     (void)result;
+    /* In log order, and only once the store shows the entry. */
+    assert_true(index > n->last_applied_event);
+    assert_true(committed >= index);
+    if (committed > index)
+        n->n_batched_events++;
+    n->last_applied_event = index;
     n->n_applied++;
 }
 
@@ -391,7 +400,8 @@ struct outcome {
     struct node *node; /* checked when the callback fires */
     const char *user;  /* the user that must then be visible on node */
     bool is_user_visible;
-    uint64_t applied_at_cb;
+    uint64_t store_applied_at_cb; /* read from the store, first thing */
+    uint64_t applied_at_cb;       /* from cluster_status_get */
 };
 
 static void on_submitted(void *arg, int status, const Concord__CommandResult *result)
@@ -409,10 +419,12 @@ static void on_submitted(void *arg, int status, const Concord__CommandResult *re
     if (o->node != NULL && o->node->c != NULL) {
         struct cluster_status st;
 
-        cluster_status_get(o->node->c, &st);
-        o->applied_at_cb = st.applied_index;
+        /* Before any cluster_* call: the store alone must show the write. */
+        o->store_applied_at_cb = store_applied(o->node->ts.s);
         if (o->user != NULL)
             o->is_user_visible = user_exists(o->node->ts.s, o->user);
+        cluster_status_get(o->node->c, &st);
+        o->applied_at_cb = st.applied_index;
     }
 }
 
@@ -473,6 +485,7 @@ static void a_write_through_a_follower_is_readable_there_when_acknowledged(void 
     assert_int_equal(o.id, 1);
     assert_true(o.is_user_visible);
     assert_true(o.applied_at_cb >= o.index);
+    assert_true(o.store_applied_at_cb >= o.index);
 
     submit_user(e, l, "bob", NULL, &o);
     assert_int_equal(o.status, CLUSTER_OK);
@@ -546,6 +559,7 @@ static void barrier_on_a_follower_sees_writes_acknowledged_before(void **state)
     assert_int_equal(b.status, CLUSTER_OK);
     assert_true(b.is_user_visible);
     assert_true(b.applied_at_cb >= w.index);
+    assert_true(b.store_applied_at_cb >= w.index);
 
     /* Callers queued together on the leader share barriers. */
     memset(batch, 0, sizeof batch);
@@ -555,6 +569,56 @@ static void barrier_on_a_follower_sees_writes_acknowledged_before(void **state)
         wait_outcome(e, &batch[i]);
         assert_int_equal(batch[i].status, CLUSTER_OK);
     }
+}
+
+static bool all_outcomes_done(void *arg)
+{
+    const struct outcome *o = arg;
+
+    for (unsigned i = 0; i < CONCURRENT_WRITES; i++) {
+        if (!o[i].is_done)
+            return false;
+    }
+    return true;
+}
+
+static void concurrent_writes_commit_in_batches_and_each_reads_its_own_write(void **state)
+{
+    struct env *e = *state;
+    struct node *l = leader_of(e);
+    struct node *f = follower_of(e, 0);
+    struct outcome *o = calloc(CONCURRENT_WRITES, sizeof *o);
+    char(*names)[16] = calloc(CONCURRENT_WRITES, sizeof *names);
+    struct converge cv = {e, NULL};
+
+    assert_non_null(o);
+    assert_non_null(names);
+    /* Submitted in one go: libraft commits and applies them in a few loop
+     * iterations, so most batches hold several entries. */
+    for (unsigned i = 0; i < CONCURRENT_WRITES; i++) {
+        struct node *n = i % 4 == 3 ? f : l;
+
+        snprintf(names[i], sizeof names[i], "user-%u", i);
+        o[i].node = n;
+        o[i].user = names[i];
+        assert_int_equal(cluster_submit(n->c, cmd_create_user(names[i], NULL), on_submitted, &o[i]),
+                         0);
+    }
+    assert_true(run_until(e, all_outcomes_done, o, WAIT_LIMIT_MS));
+    for (unsigned i = 0; i < CONCURRENT_WRITES; i++) {
+        assert_int_equal(o[i].status, CLUSTER_OK);
+        assert_int_equal(o[i].code, CLUSTER_RESULT_OK);
+        assert_true(o[i].is_user_visible);
+        assert_true(o[i].store_applied_at_cb >= o[i].index);
+    }
+    assert_true(l->n_batched_events > 0);
+
+    cv.user = names[CONCURRENT_WRITES - 1];
+    assert_true(run_until(e, user_everywhere, &cv, WAIT_LIMIT_MS));
+    for (unsigned i = 0; i < e->n_nodes; i++)
+        assert_int_equal(user_count(e->nodes[i].ts.s), CONCURRENT_WRITES);
+    free(names);
+    free(o);
 }
 
 static void without_quorum_writes_fail_fast_with_noleader(void **state)
@@ -862,6 +926,7 @@ int test_cluster_run(void)
         T(a_write_through_a_follower_is_readable_there_when_acknowledged),
         T(a_retried_request_id_applies_once),
         T(barrier_on_a_follower_sees_writes_acknowledged_before),
+        T(concurrent_writes_commit_in_batches_and_each_reads_its_own_write),
         T(without_quorum_writes_fail_fast_with_noleader),
         T(a_fourth_replica_joins_then_is_removed),
         T(leadership_transfers_to_the_named_voter),

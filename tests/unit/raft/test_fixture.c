@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,17 @@ static void trace_nothing(struct raft_tracer *t, int type, const void *info)
     (void)info;
 }
 
+/* After each step, as the replica's loop does after each iteration: what
+ * the step applied commits as one batch. */
+static void fx_on_step(struct raft_fixture *f, struct raft_fixture_event *event)
+{
+    struct fx *fx = (struct fx *)((char *)f - offsetof(struct fx, f));
+
+    (void)event;
+    for (unsigned i = 0; i < N_SERVERS; i++)
+        cluster_fsm_flush(&fx->fsm[i]);
+}
+
 static int setup(void **state)
 {
     struct fx *fx = calloc(1, sizeof *fx);
@@ -57,6 +69,7 @@ static int setup(void **state)
     assert_int_equal(raft_fixture_configuration(&fx->f, N_SERVERS, &conf), 0);
     assert_int_equal(raft_fixture_bootstrap(&fx->f, &conf), 0);
     raft_configuration_close(&conf);
+    raft_fixture_hook(&fx->f, fx_on_step);
     assert_int_equal(raft_fixture_start(&fx->f), 0);
     *state = fx;
     return 0;
@@ -67,8 +80,10 @@ static int teardown(void **state)
     struct fx *fx = *state;
 
     raft_fixture_close(&fx->f);
-    for (unsigned i = 0; i < N_SERVERS; i++)
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        cluster_fsm_close(&fx->fsm[i]);
         tstore_close(&fx->ts[i]);
+    }
     free(fx);
     return 0;
 }
