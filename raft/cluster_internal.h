@@ -130,6 +130,10 @@ struct cluster {
      * ride on the next one. */
     struct raft_barrier barrier;
     bool is_barrier_inflight;
+    /* Commit-index nudge (see nudge_followers in ops.c). */
+    struct raft_barrier nudge;
+    bool is_nudge_inflight;
+    bool is_nudge_wanted;
     /* libraft allows one membership change and one transfer at a time. */
     bool is_change_inflight;
     bool is_transfer_inflight;

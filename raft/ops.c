@@ -219,14 +219,48 @@ static void op_reply(struct cluster_op *op, int status)
         free(buf);
 }
 
+/* A follower that forwarded a request answers its caller only once it has
+ * applied the entry itself, so it must learn the new commit index. libraft
+ * tells followers only with the next AppendEntries, which on an idle cluster
+ * is a heartbeat up to two heartbeat periods away (~200 ms by default). An
+ * empty barrier entry makes the leader send AppendEntries at once, carrying
+ * the commit index that covers what was just answered. One barrier serves
+ * every answer given while it is in flight; under load, entries flow anyway. */
+static void nudge_on_done(struct raft_barrier *req, int status);
+
+static void nudge_followers(struct cluster *c)
+{
+    c->is_nudge_wanted = true;
+    if (c->is_nudge_inflight || c->is_closing)
+        return;
+    c->is_nudge_wanted = false;
+    c->nudge.data = c;
+    /* Not leader any more, or shutting down: the followers will hear the
+     * commit index from whoever leads next. */
+    c->is_nudge_inflight = raft_barrier(&c->raft, &c->nudge, nudge_on_done) == 0;
+}
+
+static void nudge_on_done(struct raft_barrier *req, int status)
+{
+    struct cluster *c = req->data;
+
+    (void)status;
+    c->is_nudge_inflight = false;
+    if (c->is_nudge_wanted)
+        nudge_followers(c);
+}
+
 static void op_notify(struct cluster_op *op, int status)
 {
-    if (op->reply_cb != NULL)
+    if (op->reply_cb != NULL) {
         op_reply(op, status);
-    else if (op->submit_cb != NULL)
+        if (status == CLUSTER_OK)
+            nudge_followers(op->c);
+    } else if (op->submit_cb != NULL) {
         op->submit_cb(op->arg, status, status == CLUSTER_OK ? &op->result : NULL);
-    else if (op->done_cb != NULL)
+    } else if (op->done_cb != NULL) {
         op->done_cb(op->arg, status);
+    }
 }
 
 /* Every answer leaves from here, after the batch holding whatever it reports

@@ -115,7 +115,7 @@ static const struct cfg_row rows[] = {
      60000, NULL, "time without a leader before a replica starts an election"},
     {"cluster.heartbeat_timeout_ms", CFG_UINT, OFF(cluster.heartbeat_timeout_ms), TEXT, "100", 10,
      10000, NULL, "interval of the leader's heartbeats; below the election timeout"},
-    {"cluster.snapshot_threshold", CFG_UINT, OFF(cluster.snapshot_threshold), TEXT, "4096", 1,
+    {"cluster.snapshot_threshold", CFG_UINT, OFF(cluster.snapshot_threshold), TEXT, "65536", 1,
      UINT32_MAX, NULL, "log entries between two snapshots"},
     {"cluster.snapshot_trailing", CFG_UINT, OFF(cluster.snapshot_trailing), TEXT, "8192", 0,
      UINT32_MAX, NULL, "log entries kept behind a snapshot for lagging followers"},
