@@ -61,7 +61,7 @@ static void fills_defaults_for_every_optional_key(void **state)
     assert_int_equal(cfg->cluster.join.n, 0);
     assert_int_equal(cfg->cluster.election_timeout_ms, 1000);
     assert_int_equal(cfg->cluster.heartbeat_timeout_ms, 100);
-    assert_int_equal(cfg->cluster.snapshot_threshold, 4096);
+    assert_int_equal(cfg->cluster.snapshot_threshold, 65536);
     assert_int_equal(cfg->cluster.snapshot_trailing, 8192);
     assert_int_equal(cfg->cluster.ready_max_apply_lag, 100);
     assert_int_equal(cfg->http.max_body_bytes, 1024 * 1024);
