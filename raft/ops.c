@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -506,14 +507,19 @@ static void change_started(struct cluster_op *op, int rv)
     }
 }
 
+/* A command of raft/'s own (membership bookkeeping), stamped like an operator's:
+ * the proposer's wall clock, data for the audit log only. */
 static Concord__Command *command_new(struct cluster *c)
 {
     Concord__Command *cmd = malloc(sizeof *cmd);
+    struct timespec now;
     char actor[40];
 
     if (cmd == NULL)
         return NULL;
     concord__command__init(cmd);
+    clock_gettime(CLOCK_REALTIME, &now);
+    cmd->proposed_unix_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     snprintf(actor, sizeof actor, "replica:%llu", (unsigned long long)c->opts.id);
     cmd->actor = strdup(actor);
     if (cmd->actor == NULL) {

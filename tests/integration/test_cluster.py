@@ -41,6 +41,14 @@ class FollowerWriteTest(ClusterTest):
         for rep in self.cluster.running():
             self.assertIn("alice", user_names(rep))
         self.cluster.wait_converged()
+        # Every change is audited with its actor and the proposer's time, the
+        # replicas' own membership bookkeeping included.
+        entries = follower.get_json("/api/v1/audit")["entries"]
+        actions = [e["action"] for e in entries]
+        self.assertIn("user.create", actions)
+        self.assertIn("replica.upsert", actions)
+        for e in entries:
+            self.assertTrue(e["time"] and e["actor"], e)
 
     def test_cli_on_follower_creates_and_lists(self):
         follower = self.cluster.followers()[0]
