@@ -15,22 +15,14 @@
 #include <string.h>
 
 #include "raft/cluster_internal.h"
+#include "raft/exec_internal.h"
 
-#define GIVEN_NAME_MAX   63u
-#define TAG_MAX_BYTES    128u
 #define AUDIT_DETAIL_MAX 512u
 /* 100.64.0.0/10 (CGNAT) and fd7a:115c:a1e0::/48, as Tailscale uses them. */
 #define IPV4_BASE         0x64400000u
 #define IPV4_OFFSET_LIMIT (1u << 22)
 
-struct exec {
-    struct store_txn *t;
-    const Concord__Command *cmd;
-    uint64_t index;
-    Concord__CommandResult *result;
-};
-
-static const char *str_or_empty(const char *s)
+const char *exec_str_or_empty(const char *s)
 {
     return s != NULL ? s : "";
 }
@@ -51,9 +43,7 @@ static int vset_message(Concord__CommandResult *r, const char *fmt, va_list ap)
 }
 
 /* A business failure: a deterministic result, not an error. */
-static int fail(struct exec *x, enum cluster_result code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct exec *x, enum cluster_result code, const char *fmt, ...)
+int exec_fail(struct exec *x, enum cluster_result code, const char *fmt, ...)
 {
     va_list ap;
     int rv;
@@ -67,7 +57,7 @@ static int fail(struct exec *x, enum cluster_result code, const char *fmt, ...)
     return rv;
 }
 
-static void succeed(struct exec *x, uint64_t id)
+void exec_succeed(struct exec *x, uint64_t id)
 {
     cluster_result_clear(x->result);
     x->result->code = CLUSTER_RESULT_OK;
@@ -75,9 +65,7 @@ static void succeed(struct exec *x, uint64_t id)
     x->result->index = x->index;
 }
 
-static int audit(struct exec *x, const char *action, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int audit(struct exec *x, const char *action, const char *fmt, ...)
+int exec_audit(struct exec *x, const char *action, const char *fmt, ...)
 {
     Concord__AuditEntry e = CONCORD__AUDIT_ENTRY__INIT;
     char detail[AUDIT_DETAIL_MAX];
@@ -91,7 +79,7 @@ static int audit(struct exec *x, const char *action, const char *fmt, ...)
         detail[0] = '\0';
     e.index = x->index;
     e.unix_ms = x->cmd->proposed_unix_ms;
-    e.actor = (char *)str_or_empty(x->cmd->actor);
+    e.actor = (char *)exec_str_or_empty(x->cmd->actor);
     e.action = (char *)action;
     e.detail = detail;
     return store_audit_append(x->t, &e);
@@ -99,7 +87,7 @@ static int audit(struct exec *x, const char *action, const char *fmt, ...)
 
 /* "tag:" followed by printable characters other than ',' (the list separator
  * of the CLI and the policy). */
-static bool tag_is_valid(const char *tag)
+bool exec_tag_is_valid(const char *tag)
 {
     size_t len = strlen(tag);
 
@@ -113,19 +101,20 @@ static bool tag_is_valid(const char *tag)
     return true;
 }
 
-static int check_tags(struct exec *x, char **tags, size_t n_tags, bool *is_ok)
+int exec_check_tags(struct exec *x, char **tags, size_t n_tags, bool *is_ok)
 {
     *is_ok = false;
     for (size_t i = 0; i < n_tags; i++) {
-        if (!tag_is_valid(str_or_empty(tags[i])))
-            return fail(x, CLUSTER_RESULT_INVALID,
-                        "invalid tag \"%s\": tags look like \"tag:name\"", str_or_empty(tags[i]));
+        if (!exec_tag_is_valid(exec_str_or_empty(tags[i])))
+            return exec_fail(x, CLUSTER_RESULT_INVALID,
+                             "invalid tag \"%s\": tags look like \"tag:name\"",
+                             exec_str_or_empty(tags[i]));
     }
     *is_ok = true;
     return 0;
 }
 
-static bool label_is_valid(const char *name)
+bool exec_label_is_valid(const char *name)
 {
     size_t len = strlen(name);
 
@@ -146,16 +135,16 @@ static int create_user(struct exec *x)
     const Concord__CreateUser *op = x->cmd->create_user;
     Concord__User u = CONCORD__USER__INIT;
     Concord__User *existing = NULL;
-    const char *name = str_or_empty(op->name);
+    const char *name = exec_str_or_empty(op->name);
     uint64_t id;
     int rv;
 
     if (name[0] == '\0')
-        return fail(x, CLUSTER_RESULT_INVALID, "user name must not be empty");
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "user name must not be empty");
     rv = store_user_get_by_name(x->t, name, &existing);
     if (rv == 0) {
         store_record_free(existing);
-        return fail(x, CLUSTER_RESULT_CONFLICT, "user \"%s\" already exists", name);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "user \"%s\" already exists", name);
     }
     if (rv != STORE_NOTFOUND)
         return rv;
@@ -164,23 +153,23 @@ static int create_user(struct exec *x)
         return rv;
     u.id = id;
     u.name = (char *)name;
-    u.display_name = (char *)str_or_empty(op->display_name);
-    u.email = (char *)str_or_empty(op->email);
+    u.display_name = (char *)exec_str_or_empty(op->display_name);
+    u.email = (char *)exec_str_or_empty(op->email);
     u.created_unix_ms = x->cmd->proposed_unix_ms;
     rv = store_user_put(x->t, &u);
     if (rv != 0)
         return rv;
-    rv = audit(x, "user.create", "id=%llu name=%s", (unsigned long long)id, name);
+    rv = exec_audit(x, "user.create", "id=%llu name=%s", (unsigned long long)id, name);
     if (rv != 0)
         return rv;
-    succeed(x, id);
+    exec_succeed(x, id);
     return 0;
 }
 
 static int rename_user(struct exec *x)
 {
     const Concord__RenameUser *op = x->cmd->rename_user;
-    const char *name = str_or_empty(op->new_name);
+    const char *name = exec_str_or_empty(op->new_name);
     Concord__User *u = NULL;
     Concord__User *holder = NULL;
     char *old_name;
@@ -188,16 +177,17 @@ static int rename_user(struct exec *x)
 
     rv = store_user_get(x->t, op->id, &u);
     if (rv == STORE_NOTFOUND)
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found", (unsigned long long)op->id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found",
+                         (unsigned long long)op->id);
     if (rv != 0)
         return rv;
     if (name[0] == '\0') {
-        rv = fail(x, CLUSTER_RESULT_INVALID, "user name must not be empty");
+        rv = exec_fail(x, CLUSTER_RESULT_INVALID, "user name must not be empty");
         goto out;
     }
     rv = store_user_get_by_name(x->t, name, &holder);
     if (rv == 0 && holder->id != u->id) {
-        rv = fail(x, CLUSTER_RESULT_CONFLICT, "user \"%s\" already exists", name);
+        rv = exec_fail(x, CLUSTER_RESULT_CONFLICT, "user \"%s\" already exists", name);
         goto out;
     }
     if (rv != 0 && rv != STORE_NOTFOUND)
@@ -208,11 +198,11 @@ static int rename_user(struct exec *x)
     u->name = old_name;
     if (rv != 0)
         goto out;
-    rv = audit(x, "user.rename", "id=%llu name=%s old=%s", (unsigned long long)u->id, name,
-               str_or_empty(old_name));
+    rv = exec_audit(x, "user.rename", "id=%llu name=%s old=%s", (unsigned long long)u->id, name,
+                    exec_str_or_empty(old_name));
     if (rv != 0)
         goto out;
-    succeed(x, u->id);
+    exec_succeed(x, u->id);
 out:
     store_record_free(holder);
     store_record_free(u);
@@ -266,14 +256,16 @@ static int delete_user(struct exec *x)
 
     rv = store_user_get(x->t, op->id, &u);
     if (rv == STORE_NOTFOUND)
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found", (unsigned long long)op->id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found",
+                         (unsigned long long)op->id);
     if (rv != 0)
         return rv;
     rv = store_node_each(x->t, collect_nodes_of_user, &nodes);
     if (rv != 0)
         goto out;
     if (nodes.n > 0) {
-        rv = fail(x, CLUSTER_RESULT_CONFLICT, "user has %zu node(s); delete them first", nodes.n);
+        rv = exec_fail(x, CLUSTER_RESULT_CONFLICT, "user has %zu node(s); delete them first",
+                       nodes.n);
         goto out;
     }
     rv = store_preauthkey_each(x->t, collect_keys_of_user, &keys);
@@ -287,11 +279,11 @@ static int delete_user(struct exec *x)
     rv = store_user_delete(x->t, u->id);
     if (rv != 0)
         goto out;
-    rv = audit(x, "user.delete", "id=%llu name=%s keys=%zu", (unsigned long long)u->id,
-               str_or_empty(u->name), keys.n);
+    rv = exec_audit(x, "user.delete", "id=%llu name=%s keys=%zu", (unsigned long long)u->id,
+                    exec_str_or_empty(u->name), keys.n);
     if (rv != 0)
         goto out;
-    succeed(x, u->id);
+    exec_succeed(x, u->id);
 out:
     free(keys.ids);
     free(nodes.ids);
@@ -303,7 +295,7 @@ out:
 
 /* Business rule shared by keys and nodes: an owner must exist, except that a
  * tagged object may have no user (user_id 0). Sets *is_ok. */
-static int check_owner(struct exec *x, uint64_t user_id, size_t n_tags, bool *is_ok)
+int exec_check_owner(struct exec *x, uint64_t user_id, size_t n_tags, bool *is_ok)
 {
     Concord__User *u = NULL;
     int rv;
@@ -316,10 +308,11 @@ static int check_owner(struct exec *x, uint64_t user_id, size_t n_tags, bool *is
     rv = store_user_get(x->t, user_id, &u);
     if (rv == STORE_NOTFOUND) {
         if (user_id == 0)
-            return fail(x, CLUSTER_RESULT_NOTFOUND,
-                        "user 0 not found (only tagged objects may "
-                        "have no user)");
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found", (unsigned long long)user_id);
+            return exec_fail(x, CLUSTER_RESULT_NOTFOUND,
+                             "user 0 not found (only tagged objects may "
+                             "have no user)");
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "user %llu not found",
+                         (unsigned long long)user_id);
     }
     if (rv != 0)
         return rv;
@@ -333,26 +326,26 @@ static int create_preauthkey(struct exec *x)
     const Concord__CreatePreAuthKey *op = x->cmd->create_preauthkey;
     Concord__PreAuthKey k = CONCORD__PRE_AUTH_KEY__INIT;
     Concord__PreAuthKey *existing = NULL;
-    const char *prefix = str_or_empty(op->prefix);
+    const char *prefix = exec_str_or_empty(op->prefix);
     bool is_ok;
     uint64_t id;
     int rv;
 
     if (prefix[0] == '\0')
-        return fail(x, CLUSTER_RESULT_INVALID, "pre-auth key prefix must not be empty");
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "pre-auth key prefix must not be empty");
     if (op->hash.len != 32)
-        return fail(x, CLUSTER_RESULT_INVALID, "pre-auth key hash must be 32 bytes");
-    rv = check_tags(x, op->tags, op->n_tags, &is_ok);
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "pre-auth key hash must be 32 bytes");
+    rv = exec_check_tags(x, op->tags, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         return rv;
-    rv = check_owner(x, op->user_id, op->n_tags, &is_ok);
+    rv = exec_check_owner(x, op->user_id, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         return rv;
     rv = store_preauthkey_get_by_prefix(x->t, prefix, &existing);
     if (rv == 0) {
         store_record_free(existing);
-        return fail(x, CLUSTER_RESULT_CONFLICT, "pre-auth key prefix \"%s\" already exists",
-                    prefix);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "pre-auth key prefix \"%s\" already exists",
+                         prefix);
     }
     if (rv != STORE_NOTFOUND)
         return rv;
@@ -372,11 +365,11 @@ static int create_preauthkey(struct exec *x)
     rv = store_preauthkey_put(x->t, &k);
     if (rv != 0)
         return rv;
-    rv = audit(x, "preauthkey.create", "id=%llu user=%llu prefix=%s", (unsigned long long)id,
-               (unsigned long long)op->user_id, prefix);
+    rv = exec_audit(x, "preauthkey.create", "id=%llu user=%llu prefix=%s", (unsigned long long)id,
+                    (unsigned long long)op->user_id, prefix);
     if (rv != 0)
         return rv;
-    succeed(x, id);
+    exec_succeed(x, id);
     return 0;
 }
 
@@ -394,18 +387,18 @@ static int expire_preauthkey(struct exec *x)
 
     rv = store_preauthkey_get(x->t, op->id, &k);
     if (rv == STORE_NOTFOUND)
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "pre-auth key %llu not found",
-                    (unsigned long long)op->id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "pre-auth key %llu not found",
+                         (unsigned long long)op->id);
     if (rv != 0)
         return rv;
     k->expiration_unix_ms = expire_at(k->expiration_unix_ms, x->cmd->proposed_unix_ms);
     rv = store_preauthkey_put(x->t, k);
     if (rv != 0)
         goto out;
-    rv = audit(x, "preauthkey.expire", "id=%llu", (unsigned long long)k->id);
+    rv = exec_audit(x, "preauthkey.expire", "id=%llu", (unsigned long long)k->id);
     if (rv != 0)
         goto out;
-    succeed(x, k->id);
+    exec_succeed(x, k->id);
 out:
     store_record_free(k);
     return rv;
@@ -419,18 +412,18 @@ static int delete_preauthkey(struct exec *x)
 
     rv = store_preauthkey_get(x->t, op->id, &k);
     if (rv == STORE_NOTFOUND)
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "pre-auth key %llu not found",
-                    (unsigned long long)op->id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "pre-auth key %llu not found",
+                         (unsigned long long)op->id);
     if (rv != 0)
         return rv;
     store_record_free(k);
     rv = store_preauthkey_delete(x->t, op->id);
     if (rv != 0)
         return rv;
-    rv = audit(x, "preauthkey.delete", "id=%llu", (unsigned long long)op->id);
+    rv = exec_audit(x, "preauthkey.delete", "id=%llu", (unsigned long long)op->id);
     if (rv != 0)
         return rv;
-    succeed(x, op->id);
+    exec_succeed(x, op->id);
     return 0;
 }
 
@@ -441,18 +434,19 @@ static int create_apikey(struct exec *x)
     const Concord__CreateApiKey *op = x->cmd->create_apikey;
     Concord__ApiKey k = CONCORD__API_KEY__INIT;
     Concord__ApiKey *existing = NULL;
-    const char *prefix = str_or_empty(op->prefix);
+    const char *prefix = exec_str_or_empty(op->prefix);
     uint64_t id;
     int rv;
 
     if (prefix[0] == '\0')
-        return fail(x, CLUSTER_RESULT_INVALID, "API key prefix must not be empty");
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "API key prefix must not be empty");
     if (op->hash.len != 32)
-        return fail(x, CLUSTER_RESULT_INVALID, "API key hash must be 32 bytes");
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "API key hash must be 32 bytes");
     rv = store_apikey_get_by_prefix(x->t, prefix, &existing);
     if (rv == 0) {
         store_record_free(existing);
-        return fail(x, CLUSTER_RESULT_CONFLICT, "API key prefix \"%s\" already exists", prefix);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "API key prefix \"%s\" already exists",
+                         prefix);
     }
     if (rv != STORE_NOTFOUND)
         return rv;
@@ -467,10 +461,10 @@ static int create_apikey(struct exec *x)
     rv = store_apikey_put(x->t, &k);
     if (rv != 0)
         return rv;
-    rv = audit(x, "apikey.create", "id=%llu prefix=%s", (unsigned long long)id, prefix);
+    rv = exec_audit(x, "apikey.create", "id=%llu prefix=%s", (unsigned long long)id, prefix);
     if (rv != 0)
         return rv;
-    succeed(x, id);
+    exec_succeed(x, id);
     return 0;
 }
 
@@ -480,14 +474,14 @@ static int get_apikey(struct exec *x, const char *prefix, Concord__ApiKey **out)
 
     if (rv == STORE_NOTFOUND) {
         *out = NULL;
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "API key \"%s\" not found", prefix);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "API key \"%s\" not found", prefix);
     }
     return rv;
 }
 
 static int expire_apikey(struct exec *x)
 {
-    const char *prefix = str_or_empty(x->cmd->expire_apikey->prefix);
+    const char *prefix = exec_str_or_empty(x->cmd->expire_apikey->prefix);
     Concord__ApiKey *k = NULL;
     int rv;
 
@@ -498,10 +492,10 @@ static int expire_apikey(struct exec *x)
     rv = store_apikey_put(x->t, k);
     if (rv != 0)
         goto out;
-    rv = audit(x, "apikey.expire", "id=%llu prefix=%s", (unsigned long long)k->id, prefix);
+    rv = exec_audit(x, "apikey.expire", "id=%llu prefix=%s", (unsigned long long)k->id, prefix);
     if (rv != 0)
         goto out;
-    succeed(x, k->id);
+    exec_succeed(x, k->id);
 out:
     store_record_free(k);
     return rv;
@@ -509,7 +503,7 @@ out:
 
 static int delete_apikey(struct exec *x)
 {
-    const char *prefix = str_or_empty(x->cmd->delete_apikey->prefix);
+    const char *prefix = exec_str_or_empty(x->cmd->delete_apikey->prefix);
     Concord__ApiKey *k = NULL;
     uint64_t id;
     int rv;
@@ -522,16 +516,16 @@ static int delete_apikey(struct exec *x)
     rv = store_apikey_delete(x->t, id);
     if (rv != 0)
         return rv;
-    rv = audit(x, "apikey.delete", "id=%llu prefix=%s", (unsigned long long)id, prefix);
+    rv = exec_audit(x, "apikey.delete", "id=%llu prefix=%s", (unsigned long long)id, prefix);
     if (rv != 0)
         return rv;
-    succeed(x, id);
+    exec_succeed(x, id);
     return 0;
 }
 
 /* ---- nodes ---- */
 
-static void ipv4_of(uint32_t offset, uint8_t out[4])
+void exec_ipv4_of(uint32_t offset, uint8_t out[4])
 {
     uint32_t a = IPV4_BASE + offset;
 
@@ -541,7 +535,7 @@ static void ipv4_of(uint32_t offset, uint8_t out[4])
     out[3] = (uint8_t)a;
 }
 
-static void ipv6_of(uint32_t offset, uint8_t out[16])
+void exec_ipv6_of(uint32_t offset, uint8_t out[16])
 {
     static const uint8_t prefix[6] = {0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0};
 
@@ -571,7 +565,7 @@ static int ip_is_taken(struct exec *x, const uint8_t *addr, size_t len, bool *is
  * .255 (some clients treat them as network or broadcast). Both families use
  * the same offset, so a node's two addresses correspond. *offset is 0 when
  * the range is exhausted. */
-static int allocate_ip_offset(struct exec *x, uint32_t *offset)
+int exec_allocate_ip_offset(struct exec *x, uint32_t *offset)
 {
     uint8_t v4[4];
     uint8_t v6[16];
@@ -581,13 +575,13 @@ static int allocate_ip_offset(struct exec *x, uint32_t *offset)
     for (uint32_t off = 1; off < IPV4_OFFSET_LIMIT; off++) {
         if ((off & 0xffu) == 0 || (off & 0xffu) == 0xffu)
             continue;
-        ipv4_of(off, v4);
+        exec_ipv4_of(off, v4);
         rv = ip_is_taken(x, v4, sizeof v4, &is_taken);
         if (rv != 0)
             return rv;
         if (is_taken)
             continue;
-        ipv6_of(off, v6);
+        exec_ipv6_of(off, v6);
         rv = ip_is_taken(x, v6, sizeof v6, &is_taken);
         if (rv != 0)
             return rv;
@@ -602,7 +596,7 @@ static int allocate_ip_offset(struct exec *x, uint32_t *offset)
 
 /* hostname -> DNS label: lower case, other characters become '-', at most
  * 63 bytes, "node" when nothing is left. */
-static void given_name_base(const char *hostname, char out[GIVEN_NAME_MAX + 1])
+void exec_given_name_base(const char *hostname, char out[GIVEN_NAME_MAX + 1])
 {
     size_t n = 0;
 
@@ -619,7 +613,7 @@ static void given_name_base(const char *hostname, char out[GIVEN_NAME_MAX + 1])
         strcpy(out, "node");
 }
 
-static int given_name_is_taken(struct exec *x, const char *name, uint64_t except_id, bool *is_taken)
+int exec_given_name_is_taken(struct exec *x, const char *name, uint64_t except_id, bool *is_taken)
 {
     Concord__Node *n = NULL;
     int rv = store_node_get_by_given_name(x->t, name, &n);
@@ -634,7 +628,7 @@ static int given_name_is_taken(struct exec *x, const char *name, uint64_t except
 }
 
 /* base, then base-1, base-2, ... (the base shortened so the whole fits 63). */
-static int unique_given_name(struct exec *x, const char *base, char out[GIVEN_NAME_MAX + 1])
+int exec_unique_given_name(struct exec *x, const char *base, char out[GIVEN_NAME_MAX + 1])
 {
     bool is_taken;
     int rv;
@@ -645,7 +639,7 @@ static int unique_given_name(struct exec *x, const char *base, char out[GIVEN_NA
         size_t tail_len;
         size_t keep;
 
-        rv = given_name_is_taken(x, out, 0, &is_taken);
+        rv = exec_given_name_is_taken(x, out, 0, &is_taken);
         if (rv != 0 || !is_taken)
             return rv;
         tail_len = (size_t)snprintf(tail, sizeof tail, "-%lu", suffix);
@@ -656,7 +650,7 @@ static int unique_given_name(struct exec *x, const char *base, char out[GIVEN_NA
     }
 }
 
-static int node_key_is_taken(struct exec *x, const uint8_t *key, bool is_machine, bool *is_taken)
+int exec_node_key_is_taken(struct exec *x, const uint8_t *key, bool is_machine, bool *is_taken)
 {
     Concord__Node *n = NULL;
     int rv = is_machine ? store_node_get_by_machine_key(x->t, key, &n)
@@ -686,69 +680,69 @@ static int create_node(struct exec *x)
     int rv;
 
     if (op->machine_key.len != 32 || op->node_key.len != 32)
-        return fail(x, CLUSTER_RESULT_INVALID, "machine key and node key must be 32 bytes");
-    rv = check_tags(x, op->tags, op->n_tags, &is_ok);
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "machine key and node key must be 32 bytes");
+    rv = exec_check_tags(x, op->tags, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         return rv;
-    rv = check_owner(x, op->user_id, op->n_tags, &is_ok);
+    rv = exec_check_owner(x, op->user_id, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         return rv;
-    rv = node_key_is_taken(x, op->machine_key.data, true, &is_taken);
+    rv = exec_node_key_is_taken(x, op->machine_key.data, true, &is_taken);
     if (rv != 0)
         return rv;
     if (is_taken)
-        return fail(x, CLUSTER_RESULT_CONFLICT, "a node with this machine key already exists");
-    rv = node_key_is_taken(x, op->node_key.data, false, &is_taken);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "a node with this machine key already exists");
+    rv = exec_node_key_is_taken(x, op->node_key.data, false, &is_taken);
     if (rv != 0)
         return rv;
     if (is_taken)
-        return fail(x, CLUSTER_RESULT_CONFLICT, "a node with this node key already exists");
-    rv = allocate_ip_offset(x, &offset);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "a node with this node key already exists");
+    rv = exec_allocate_ip_offset(x, &offset);
     if (rv != 0)
         return rv;
     if (offset == 0)
-        return fail(x, CLUSTER_RESULT_CONFLICT, "no free address left in 100.64.0.0/10");
-    given_name_base(str_or_empty(op->hostname), base);
-    rv = unique_given_name(x, base, given);
+        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "no free address left in 100.64.0.0/10");
+    exec_given_name_base(exec_str_or_empty(op->hostname), base);
+    rv = exec_unique_given_name(x, base, given);
     if (rv != 0)
         return rv;
     rv = store_next_id(x->t, "node", &id);
     if (rv != 0)
         return rv;
-    ipv4_of(offset, v4);
-    ipv6_of(offset, v6);
+    exec_ipv4_of(offset, v4);
+    exec_ipv6_of(offset, v6);
     n.id = id;
     n.machine_key = op->machine_key;
     n.node_key = op->node_key;
     n.user_id = op->user_id;
     n.n_tags = op->n_tags;
     n.tags = op->tags;
-    n.hostname = (char *)str_or_empty(op->hostname);
+    n.hostname = (char *)exec_str_or_empty(op->hostname);
     n.given_name = given;
     n.ipv4 = (ProtobufCBinaryData){.len = sizeof v4, .data = v4};
     n.ipv6 = (ProtobufCBinaryData){.len = sizeof v6, .data = v6};
     n.created_unix_ms = x->cmd->proposed_unix_ms;
     n.ephemeral = op->ephemeral;
-    n.register_method = (char *)str_or_empty(op->register_method);
+    n.register_method = (char *)exec_str_or_empty(op->register_method);
     rv = store_node_put(x->t, &n);
     if (rv != 0)
         return rv;
-    rv = audit(x, "node.create", "id=%llu name=%s user=%llu ipv4=%u.%u.%u.%u",
-               (unsigned long long)id, given, (unsigned long long)op->user_id, v4[0], v4[1], v4[2],
-               v4[3]);
+    rv = exec_audit(x, "node.create", "id=%llu name=%s user=%llu ipv4=%u.%u.%u.%u",
+                    (unsigned long long)id, given, (unsigned long long)op->user_id, v4[0], v4[1],
+                    v4[2], v4[3]);
     if (rv != 0)
         return rv;
-    succeed(x, id);
+    exec_succeed(x, id);
     return 0;
 }
 
-static int get_node(struct exec *x, uint64_t id, Concord__Node **out)
+int exec_get_node(struct exec *x, uint64_t id, Concord__Node **out)
 {
     int rv = store_node_get(x->t, id, out);
 
     if (rv == STORE_NOTFOUND) {
         *out = NULL;
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "node %llu not found", (unsigned long long)id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "node %llu not found", (unsigned long long)id);
     }
     return rv;
 }
@@ -756,26 +750,26 @@ static int get_node(struct exec *x, uint64_t id, Concord__Node **out)
 static int rename_node(struct exec *x)
 {
     const Concord__RenameNode *op = x->cmd->rename_node;
-    const char *name = str_or_empty(op->new_name);
+    const char *name = exec_str_or_empty(op->new_name);
     Concord__Node *n = NULL;
     char *old_name;
     bool is_taken;
     int rv;
 
-    rv = get_node(x, op->id, &n);
+    rv = exec_get_node(x, op->id, &n);
     if (rv != 0 || n == NULL)
         return rv;
-    if (!label_is_valid(name)) {
-        rv =
-            fail(x, CLUSTER_RESULT_INVALID,
-                 "invalid node name \"%s\": use 1-63 of a-z, 0-9 and '-', not at either end", name);
+    if (!exec_label_is_valid(name)) {
+        rv = exec_fail(x, CLUSTER_RESULT_INVALID,
+                       "invalid node name \"%s\": use 1-63 of a-z, 0-9 and '-', not at either end",
+                       name);
         goto out;
     }
-    rv = given_name_is_taken(x, name, n->id, &is_taken);
+    rv = exec_given_name_is_taken(x, name, n->id, &is_taken);
     if (rv != 0)
         goto out;
     if (is_taken) {
-        rv = fail(x, CLUSTER_RESULT_CONFLICT, "node name \"%s\" is already in use", name);
+        rv = exec_fail(x, CLUSTER_RESULT_CONFLICT, "node name \"%s\" is already in use", name);
         goto out;
     }
     old_name = n->given_name;
@@ -784,11 +778,11 @@ static int rename_node(struct exec *x)
     n->given_name = old_name;
     if (rv != 0)
         goto out;
-    rv = audit(x, "node.rename", "id=%llu name=%s old=%s", (unsigned long long)n->id, name,
-               str_or_empty(old_name));
+    rv = exec_audit(x, "node.rename", "id=%llu name=%s old=%s", (unsigned long long)n->id, name,
+                    exec_str_or_empty(old_name));
     if (rv != 0)
         goto out;
-    succeed(x, n->id);
+    exec_succeed(x, n->id);
 out:
     store_record_free(n);
     return rv;
@@ -800,18 +794,18 @@ static int expire_node(struct exec *x)
     Concord__Node *n = NULL;
     int rv;
 
-    rv = get_node(x, op->id, &n);
+    rv = exec_get_node(x, op->id, &n);
     if (rv != 0 || n == NULL)
         return rv;
     n->expiry_unix_ms = op->expiry_unix_ms;
     rv = store_node_put(x->t, n);
     if (rv != 0)
         goto out;
-    rv = audit(x, "node.expire", "id=%llu expiry_unix_ms=%lld", (unsigned long long)n->id,
-               (long long)op->expiry_unix_ms);
+    rv = exec_audit(x, "node.expire", "id=%llu expiry_unix_ms=%lld", (unsigned long long)n->id,
+                    (long long)op->expiry_unix_ms);
     if (rv != 0)
         goto out;
-    succeed(x, n->id);
+    exec_succeed(x, n->id);
 out:
     store_record_free(n);
     return rv;
@@ -830,34 +824,38 @@ static int collect_sessions_of_node(const ProtobufCMessage *record, void *arg)
     return s->node_id == l->node_id ? id_list_push(&l->sessions, s->session_id) : 0;
 }
 
+int exec_delete_node_record(struct exec *x, uint64_t id)
+{
+    struct session_list sessions = {.node_id = id};
+    int rv;
+
+    rv = store_session_each(x->t, collect_sessions_of_node, &sessions);
+    for (size_t i = 0; rv == 0 && i < sessions.sessions.n; i++)
+        rv = store_session_delete(x->t, id, sessions.sessions.ids[i]);
+    if (rv == 0)
+        rv = store_node_delete(x->t, id);
+    free(sessions.sessions.ids);
+    return rv;
+}
+
 static int delete_node(struct exec *x)
 {
     const Concord__DeleteNode *op = x->cmd->delete_node;
-    struct session_list sessions = {.node_id = op->id};
     Concord__Node *n = NULL;
     int rv;
 
-    rv = get_node(x, op->id, &n);
+    rv = exec_get_node(x, op->id, &n);
     if (rv != 0 || n == NULL)
         return rv;
-    rv = store_session_each(x->t, collect_sessions_of_node, &sessions);
+    rv = exec_delete_node_record(x, n->id);
     if (rv != 0)
         goto out;
-    for (size_t i = 0; i < sessions.sessions.n; i++) {
-        rv = store_session_delete(x->t, n->id, sessions.sessions.ids[i]);
-        if (rv != 0)
-            goto out;
-    }
-    rv = store_node_delete(x->t, n->id);
+    rv = exec_audit(x, "node.delete", "id=%llu name=%s", (unsigned long long)n->id,
+                    exec_str_or_empty(n->given_name));
     if (rv != 0)
         goto out;
-    rv = audit(x, "node.delete", "id=%llu name=%s", (unsigned long long)n->id,
-               str_or_empty(n->given_name));
-    if (rv != 0)
-        goto out;
-    succeed(x, n->id);
+    exec_succeed(x, n->id);
 out:
-    free(sessions.sessions.ids);
     store_record_free(n);
     return rv;
 }
@@ -885,10 +883,10 @@ static int set_node_tags(struct exec *x)
     bool is_ok;
     int rv;
 
-    rv = get_node(x, op->id, &n);
+    rv = exec_get_node(x, op->id, &n);
     if (rv != 0 || n == NULL)
         return rv;
-    rv = check_tags(x, op->tags, op->n_tags, &is_ok);
+    rv = exec_check_tags(x, op->tags, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         goto out;
     old_tags = n->tags;
@@ -901,10 +899,10 @@ static int set_node_tags(struct exec *x)
     if (rv != 0)
         goto out;
     join_tags(op->tags, op->n_tags, list, sizeof list);
-    rv = audit(x, "node.tags", "id=%llu tags=%s", (unsigned long long)n->id, list);
+    rv = exec_audit(x, "node.tags", "id=%llu tags=%s", (unsigned long long)n->id, list);
     if (rv != 0)
         goto out;
-    succeed(x, n->id);
+    exec_succeed(x, n->id);
 out:
     store_record_free(n);
     return rv;
@@ -928,19 +926,19 @@ static int set_policy(struct exec *x)
         return rv;
     }
     if (op->has_if_version && op->if_version != version)
-        return fail(x, CLUSTER_RESULT_PRECONDITION, "policy version is %llu",
-                    (unsigned long long)version);
+        return exec_fail(x, CLUSTER_RESULT_PRECONDITION, "policy version is %llu",
+                         (unsigned long long)version);
     p.version = version + 1;
-    p.text = (char *)str_or_empty(op->text);
+    p.text = (char *)exec_str_or_empty(op->text);
     p.updated_unix_ms = x->cmd->proposed_unix_ms;
     rv = store_policy_put(x->t, &p);
     if (rv != 0)
         return rv;
-    rv = audit(x, "policy.set", "version=%llu bytes=%zu", (unsigned long long)p.version,
-               strlen(p.text));
+    rv = exec_audit(x, "policy.set", "version=%llu bytes=%zu", (unsigned long long)p.version,
+                    strlen(p.text));
     if (rv != 0)
         return rv;
-    succeed(x, p.version);
+    exec_succeed(x, p.version);
     return 0;
 }
 
@@ -954,7 +952,7 @@ static int upsert_replica(struct exec *x)
     int rv;
 
     if (op->id == 0)
-        return fail(x, CLUSTER_RESULT_INVALID, "replica id must be > 0");
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "replica id must be > 0");
     rv = store_replica_get(x->t, op->id, &existing);
     if (rv == 0) {
         r.epoch = existing->epoch;
@@ -964,16 +962,16 @@ static int upsert_replica(struct exec *x)
         return rv;
     }
     r.id = op->id;
-    r.raft_address = (char *)str_or_empty(op->raft_address);
-    r.http_address = (char *)str_or_empty(op->http_address);
+    r.raft_address = (char *)exec_str_or_empty(op->raft_address);
+    r.http_address = (char *)exec_str_or_empty(op->http_address);
     rv = store_replica_put(x->t, &r);
     if (rv != 0)
         return rv;
-    rv = audit(x, "replica.upsert", "id=%llu raft=%s http=%s", (unsigned long long)op->id,
-               r.raft_address, r.http_address);
+    rv = exec_audit(x, "replica.upsert", "id=%llu raft=%s http=%s", (unsigned long long)op->id,
+                    r.raft_address, r.http_address);
     if (rv != 0)
         return rv;
-    succeed(x, op->id);
+    exec_succeed(x, op->id);
     return 0;
 }
 
@@ -985,18 +983,18 @@ static int remove_replica(struct exec *x)
 
     rv = store_replica_get(x->t, op->id, &existing);
     if (rv == STORE_NOTFOUND)
-        return fail(x, CLUSTER_RESULT_NOTFOUND, "replica %llu not found",
-                    (unsigned long long)op->id);
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "replica %llu not found",
+                         (unsigned long long)op->id);
     if (rv != 0)
         return rv;
     store_record_free(existing);
     rv = store_replica_delete(x->t, op->id);
     if (rv != 0)
         return rv;
-    rv = audit(x, "replica.remove", "id=%llu", (unsigned long long)op->id);
+    rv = exec_audit(x, "replica.remove", "id=%llu", (unsigned long long)op->id);
     if (rv != 0)
         return rv;
-    succeed(x, op->id);
+    exec_succeed(x, op->id);
     return 0;
 }
 
@@ -1059,8 +1057,8 @@ static int restore_state(struct exec *x)
         goto out;
     rv = store_load(x->t, op->dump.data, op->dump.len, &dump_index);
     if (rv == STORE_CORRUPT || rv == STORE_SCHEMA || rv == STORE_INVALID) {
-        rv = fail(x, CLUSTER_RESULT_INVALID, "restore: the dump is not a valid state dump (%s)",
-                  store_strerror(rv));
+        rv = exec_fail(x, CLUSTER_RESULT_INVALID,
+                       "restore: the dump is not a valid state dump (%s)", store_strerror(rv));
         goto out;
     }
     if (rv != 0)
@@ -1081,11 +1079,11 @@ static int restore_state(struct exec *x)
     rv = store_applied_index_put(x->t, x->index);
     if (rv != 0)
         goto out;
-    rv = audit(x, "state.restore", "bytes=%zu dump_index=%llu", op->dump.len,
-               (unsigned long long)dump_index);
+    rv = exec_audit(x, "state.restore", "bytes=%zu dump_index=%llu", op->dump.len,
+                    (unsigned long long)dump_index);
     if (rv != 0)
         goto out;
-    succeed(x, 0);
+    exec_succeed(x, 0);
 out:
     replica_list_free(&loaded);
     replica_list_free(&keep);
@@ -1108,7 +1106,7 @@ int cluster_fsm_execute(struct store_txn *t, const Concord__Command *cmd, uint64
 
     /* Every member of the op union is a pointer: a set case needs one. */
     if (cmd->op_case != CONCORD__COMMAND__OP__NOT_SET && cmd->create_user == NULL)
-        return fail(&x, CLUSTER_RESULT_INVALID, "command operation is empty");
+        return exec_fail(&x, CLUSTER_RESULT_INVALID, "command operation is empty");
     switch (cmd->op_case) {
     case CONCORD__COMMAND__OP_CREATE_USER:
         return create_user(&x);
@@ -1146,8 +1144,26 @@ int cluster_fsm_execute(struct store_txn *t, const Concord__Command *cmd, uint64
         return remove_replica(&x);
     case CONCORD__COMMAND__OP_RESTORE_STATE:
         return restore_state(&x);
+    case CONCORD__COMMAND__OP_REGISTER_NODE:
+        return exec_register_node(&x);
+    case CONCORD__COMMAND__OP_ADD_REGISTRATION:
+        return exec_add_registration(&x);
+    case CONCORD__COMMAND__OP_APPROVE_REGISTRATION:
+        return exec_approve_registration(&x);
+    case CONCORD__COMMAND__OP_DELETE_REGISTRATION:
+        return exec_delete_registration(&x);
+    case CONCORD__COMMAND__OP_UPDATE_NODES:
+        return exec_update_nodes(&x);
+    case CONCORD__COMMAND__OP_LOGOUT_NODE:
+        return exec_logout_node(&x);
+    case CONCORD__COMMAND__OP_OPEN_SESSION:
+        return exec_open_session(&x);
+    case CONCORD__COMMAND__OP_CLOSE_SESSION:
+        return exec_close_session(&x);
+    case CONCORD__COMMAND__OP_SET_CONTROL_SETTINGS:
+        return exec_set_control_settings(&x);
     case CONCORD__COMMAND__OP__NOT_SET:
     default:
-        return fail(&x, CLUSTER_RESULT_INVALID, "command has no known operation");
+        return exec_fail(&x, CLUSTER_RESULT_INVALID, "command has no known operation");
     }
 }

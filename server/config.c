@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
 #include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,9 @@
 
 #define CONFIG_FILE_MAX_BYTES (1024 * 1024)
 #define KEY_MAX               128
+#define DURATION_TEXT_MAX     32 /* "18446744073709551615ms" and the NUL */
+#define DNS_NAME_MAX          253
+#define DNS_LABEL_MAX         63
 
 const char *config_strerror(int code)
 {
@@ -39,15 +43,17 @@ const char *config_strerror(int code)
 }
 
 enum cfg_type {
-    CFG_STRING,    /* char *, may be empty */
-    CFG_PATH,      /* char *, not empty */
-    CFG_URL,       /* char *, http:// or https:// */
-    CFG_ADDR,      /* char *, "host:port" to listen on (port 0: any) */
-    CFG_UINT,      /* uint64_t within [min, max] */
-    CFG_OCTAL,     /* unsigned file mode, "0770" */
-    CFG_ENUM,      /* unsigned index into choices */
-    CFG_ADDR_LIST, /* struct config_strings of peer "host:port" */
-    CFG_MEMBERS,   /* struct config_members from "ID@RAFT_ADDR" */
+    CFG_STRING,      /* char *, may be empty; else passes row->check if set */
+    CFG_PATH,        /* char *, not empty */
+    CFG_URL,         /* char *, http:// or https:// */
+    CFG_ADDR,        /* char *, "host:port" to listen on (port 0: any) */
+    CFG_UINT,        /* uint64_t within [min, max] */
+    CFG_DURATION,    /* uint64_t milliseconds within [min, max], written "1h30m" */
+    CFG_BOOL,        /* bool, a plain true or false */
+    CFG_OCTAL,       /* unsigned file mode, "0770" */
+    CFG_ENUM,        /* unsigned index into choices */
+    CFG_STRING_LIST, /* struct config_strings, every item passing row->check */
+    CFG_MEMBERS,     /* struct config_members from "ID@RAFT_ADDR" */
 };
 
 enum cfg_default {
@@ -55,6 +61,13 @@ enum cfg_default {
     CFG_DEFAULT_EMPTY,   /* lists: empty */
     CFG_DEFAULT_DERIVED, /* computed from other keys after parsing (see derive_defaults) */
     CFG_REQUIRED,        /* no default: the file must say */
+};
+
+/* What a CFG_STRING or the items of a CFG_STRING_LIST must look like. */
+struct cfg_check {
+    const char *doc; /* the type column of the reference */
+    bool (*valid)(const char *text);
+    const char *reason; /* the error when not valid */
 };
 
 struct cfg_row {
@@ -65,9 +78,111 @@ struct cfg_row {
     const char *def;
     uint64_t min;
     uint64_t max;
-    const char *const *choices; /* CFG_ENUM, NULL-terminated */
+    const char *const *choices;    /* CFG_ENUM, NULL-terminated */
+    const struct cfg_check *check; /* CFG_STRING, CFG_STRING_LIST; NULL: any string */
     const char *doc;
 };
+
+static int parse_uint(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* "host:port" with a port other than 0, short enough for a member record. */
+static bool is_peer_address(const char *s)
+{
+    char host[CONFIG_ADDRESS_MAX];
+    unsigned port;
+
+    return strlen(s) < CONFIG_ADDRESS_MAX && net_address_split(s, host, sizeof host, &port) == 0 &&
+           port > 0;
+}
+
+static bool is_port(const char *s)
+{
+    uint64_t v;
+
+    return parse_uint(s, &v) == 0 && v >= 1 && v <= 65535;
+}
+
+/* Copies s[0..len) into buf, refusing what does not fit. */
+static bool copy_span(char *buf, size_t cap, const char *s, size_t len)
+{
+    if (len >= cap)
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return true;
+}
+
+/* Labels of a-z, 0-9 and - (RFC 1123: not first or last) of 1..63
+ * characters, joined by dots, 253 characters in all; no root dot. Lower case
+ * only, as clients compare names byte for byte. */
+static bool is_dns_name(const char *s)
+{
+    size_t len = strlen(s);
+    size_t label = 0;
+
+    if (len == 0 || len > DNS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        char c = s[i];
+
+        if (c == '.' || c == '\0') {
+            if (label == 0 || label > DNS_LABEL_MAX || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)) {
+            label++;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Printable ASCII without spaces: what a URL holds unescaped. */
+static bool is_visible_ascii(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s <= ' ' || *s >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* A resolver clients may use: "1.1.1.1", "2606:4700::1111", "1.1.1.1:53",
+ * "[2606:4700::1111]:53", or a DNS-over-HTTPS URL "https://host/path". */
+static bool is_nameserver(const char *s)
+{
+    char host[INET6_ADDRSTRLEN];
+    struct in6_addr addr;
+    const char *end;
+
+    if (strncmp(s, "https://", 8) == 0)
+        return s[8] != '\0' && s[8] != '/' && is_visible_ascii(s + 8);
+    if (inet_pton(AF_INET, s, &addr) == 1 || inet_pton(AF_INET6, s, &addr) == 1)
+        return true;
+    if (s[0] == '[') {
+        end = strchr(s, ']');
+        return end != NULL && end[1] == ':' &&
+               copy_span(host, sizeof host, s + 1, (size_t)(end - s - 1)) &&
+               inet_pton(AF_INET6, host, &addr) == 1 && is_port(end + 2);
+    }
+    end = strchr(s, ':');
+    return end != NULL && copy_span(host, sizeof host, s, (size_t)(end - s)) &&
+           inet_pton(AF_INET, host, &addr) == 1 && is_port(end + 1);
+}
 
 static const char *const level_choices[] = {[LOG_LEVEL_ERROR] = "error",
                                             [LOG_LEVEL_WARN] = "warn",
@@ -77,55 +192,98 @@ static const char *const level_choices[] = {[LOG_LEVEL_ERROR] = "error",
 static const char *const format_choices[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json", NULL};
 
+static const struct cfg_check peer_items = {"list of host:port", is_peer_address,
+                                            "items must be host:port with a port"};
+static const struct cfg_check dns_name = {
+    "DNS name", is_dns_name,
+    "must be a DNS name: labels of a-z, 0-9 and - (not first or last), joined by dots"};
+static const struct cfg_check dns_name_items = {
+    "list of DNS names", is_dns_name,
+    "items must be DNS names: labels of a-z, 0-9 and - (not first or last), joined by dots"};
+static const struct cfg_check nameserver_items = {
+    "list of nameservers", is_nameserver,
+    "items must be IP, IPv4:port, [IPv6]:port or an https:// URL"};
+
 #define OFF(field) offsetof(struct config, field)
 #define TEXT       CFG_DEFAULT_TEXT
 #define EMPTY      CFG_DEFAULT_EMPTY
 #define DERIVED    CFG_DEFAULT_DERIVED
 #define REQUIRED   CFG_REQUIRED
+#define SECOND_MS  1000ULL
+#define HOUR_MS    (3600 * SECOND_MS)
 
-/* Sections are contiguous: config_print() starts one when the prefix changes. */
+/* A section's rows are contiguous, nested ones too: config_print() opens a
+ * section where the prefix changes, and a section opened twice would not
+ * parse back. */
 static const struct cfg_row rows[] = {
-    {"server_url", CFG_URL, OFF(server_url), DERIVED, NULL, 0, 0, NULL,
+    {"server_url", CFG_URL, OFF(server_url), DERIVED, NULL, 0, 0, NULL, NULL,
      "URL clients use to reach this server; default http://<listen_addr>"},
-    {"listen_addr", CFG_ADDR, OFF(listen_addr), TEXT, "127.0.0.1:8080", 0, 0, NULL,
+    {"listen_addr", CFG_ADDR, OFF(listen_addr), TEXT, "127.0.0.1:8080", 0, 0, NULL, NULL,
      "TCP address of the client and admin HTTP listener"},
     {"unix_socket", CFG_STRING, OFF(unix_socket), TEXT, "/var/run/concord/concord.sock", 0, 0, NULL,
-     "Unix socket of the local CLI, trusted by file permissions; \"\" disables it"},
+     NULL, "Unix socket of the local CLI, trusted by file permissions; \"\" disables it"},
     {"unix_socket_permission", CFG_OCTAL, OFF(unix_socket_permission), TEXT, "0770", 0, 0777, NULL,
-     "file mode of the Unix socket"},
-    {"data_dir", CFG_PATH, OFF(data_dir), TEXT, "/var/lib/concord", 0, 0, NULL,
+     NULL, "file mode of the Unix socket"},
+    {"data_dir", CFG_PATH, OFF(data_dir), TEXT, "/var/lib/concord", 0, 0, NULL, NULL,
      "state lives in <data_dir>/state (LMDB) and <data_dir>/raft (Raft log, snapshots)"},
-    {"log.level", CFG_ENUM, OFF(log.level), TEXT, "info", 0, 0, level_choices,
+    {"ephemeral_node_inactivity_timeout", CFG_DURATION, OFF(ephemeral_node_inactivity_timeout_ms),
+     TEXT, "30m", SECOND_MS, 720 * HOUR_MS, NULL, NULL,
+     "an ephemeral node disconnected for this long is deleted"},
+    {"log.level", CFG_ENUM, OFF(log.level), TEXT, "info", 0, 0, level_choices, NULL,
      "error, warn, info or debug"},
-    {"log.format", CFG_ENUM, OFF(log.format), TEXT, "text", 0, 0, format_choices,
+    {"log.format", CFG_ENUM, OFF(log.format), TEXT, "text", 0, 0, format_choices, NULL,
      "text or json (one object per line)"},
-    {"cluster.id", CFG_UINT, OFF(cluster.id), REQUIRED, NULL, 1, UINT64_MAX, NULL,
+    {"cluster.id", CFG_UINT, OFF(cluster.id), REQUIRED, NULL, 1, UINT64_MAX, NULL, NULL,
      "Raft id of this replica, unique in the cluster"},
     {"cluster.raft_listen_addr", CFG_ADDR, OFF(cluster.raft_listen_addr), TEXT, "127.0.0.1:7001", 0,
-     0, NULL, "TCP address of the Raft transport"},
+     0, NULL, NULL, "TCP address of the Raft transport"},
     {"cluster.advertise_http_addr", CFG_ADDR, OFF(cluster.advertise_http_addr), DERIVED, NULL, 0, 0,
-     NULL, "address peers use to reach this replica's HTTP listener; default listen_addr"},
-    {"cluster.secret_path", CFG_PATH, OFF(cluster.secret_path), REQUIRED, NULL, 0, 0, NULL,
+     NULL, NULL, "address peers use to reach this replica's HTTP listener; default listen_addr"},
+    {"cluster.secret_path", CFG_PATH, OFF(cluster.secret_path), REQUIRED, NULL, 0, 0, NULL, NULL,
      "file with the 32-byte secret shared by all replicas (64 hex chars, mode 0600)"},
     {"cluster.initial_members", CFG_MEMBERS, OFF(cluster.initial_members), EMPTY, NULL, 0, 0, NULL,
-     "\"ID@RAFT_ADDR\" of every first voter; bootstraps a pristine raft dir"},
-    {"cluster.join", CFG_ADDR_LIST, OFF(cluster.join), EMPTY, NULL, 0, 0, NULL,
+     NULL, "\"ID@RAFT_ADDR\" of every first voter; bootstraps a pristine raft dir"},
+    {"cluster.join", CFG_STRING_LIST, OFF(cluster.join), EMPTY, NULL, 0, 0, NULL, &peer_items,
      "HTTP addresses of running replicas to join through when the raft dir is pristine"},
     {"cluster.election_timeout_ms", CFG_UINT, OFF(cluster.election_timeout_ms), TEXT, "1000", 100,
-     60000, NULL, "time without a leader before a replica starts an election"},
+     60000, NULL, NULL, "time without a leader before a replica starts an election"},
     {"cluster.heartbeat_timeout_ms", CFG_UINT, OFF(cluster.heartbeat_timeout_ms), TEXT, "100", 10,
-     10000, NULL, "interval of the leader's heartbeats; below the election timeout"},
+     10000, NULL, NULL, "interval of the leader's heartbeats; below the election timeout"},
     {"cluster.snapshot_threshold", CFG_UINT, OFF(cluster.snapshot_threshold), TEXT, "65536", 1,
-     UINT32_MAX, NULL, "log entries between two snapshots"},
+     UINT32_MAX, NULL, NULL, "log entries between two snapshots"},
     {"cluster.snapshot_trailing", CFG_UINT, OFF(cluster.snapshot_trailing), TEXT, "8192", 0,
-     UINT32_MAX, NULL, "log entries kept behind a snapshot for lagging followers"},
+     UINT32_MAX, NULL, NULL, "log entries kept behind a snapshot for lagging followers"},
     {"cluster.ready_max_apply_lag", CFG_UINT, OFF(cluster.ready_max_apply_lag), TEXT, "100", 0,
-     UINT32_MAX, NULL, "/ready fails while commit index - applied index exceeds this"},
+     UINT32_MAX, NULL, NULL, "/ready fails while commit index - applied index exceeds this"},
     {"http.max_body_bytes", CFG_UINT, OFF(http.max_body_bytes), TEXT, "1048576", 1024,
-     1024 * 1024 * 1024, NULL, "larger request bodies on the TCP listener are refused with 413"},
+     1024 * 1024 * 1024, NULL, NULL,
+     "larger request bodies on the TCP listener are refused with 413"},
     {"http.max_local_body_bytes", CFG_UINT, OFF(http.max_local_body_bytes), TEXT, "1073741824",
-     1024, 1024 * 1024 * 1024, NULL,
+     1024, 1024 * 1024 * 1024, NULL, NULL,
      "the same on the Unix socket (trusted by file permissions; carries snapshot restores)"},
+    {"noise.private_key_path", CFG_PATH, OFF(noise.private_key_path), DERIVED, NULL, 0, 0, NULL,
+     NULL,
+     "the server's Noise key \"privkey:<64 hex>\", mode 0600, made by `concord generate "
+     "private-key -o PATH`; the same file on every replica; default <data_dir>/noise_private.key"},
+    {"dns.magic_dns", CFG_BOOL, OFF(dns.magic_dns), TEXT, "true", 0, 0, NULL, NULL,
+     "clients resolve node names <node>.<base_domain> themselves (MagicDNS)"},
+    {"dns.base_domain", CFG_STRING, OFF(dns.base_domain), TEXT, "concord.internal", 0, 0, NULL,
+     &dns_name, "domain of the node names; \"\" only when magic_dns is false"},
+    {"dns.nameservers.global", CFG_STRING_LIST, OFF(dns.nameservers), EMPTY, NULL, 0, 0, NULL,
+     &nameserver_items,
+     "resolvers clients use for every name: IP, IPv4:port, [IPv6]:port or a DNS-over-HTTPS "
+     "https:// URL"},
+    {"dns.search_domains", CFG_STRING_LIST, OFF(dns.search_domains), EMPTY, NULL, 0, 0, NULL,
+     &dns_name_items, "domains clients try after a short name"},
+    {"derp.map_path", CFG_STRING, OFF(derp.map_path), TEXT, "", 0, 0, NULL, NULL,
+     "JSON file of a Tailscale DERPMap ({\"Regions\": {\"900\": {...}}}) sent to clients; "
+     "\"\": none"},
+    {"control.keepalive_interval", CFG_DURATION, OFF(control.keepalive_interval_ms), TEXT, "50s",
+     SECOND_MS, 110 * SECOND_MS, NULL, NULL,
+     "interval of keep-alives on a client's map stream (the client gives up after 120s)"},
+    {"control.pending_registration_ttl", CFG_DURATION, OFF(control.pending_registration_ttl_ms),
+     TEXT, "15m", 10 * SECOND_MS, 24 * HOUR_MS, NULL, NULL,
+     "how long an interactive registration waits for an operator's approval"},
 };
 
 #define N_ROWS (sizeof rows / sizeof rows[0])
@@ -219,29 +377,66 @@ static bool is_null(const yaml_node_t *node)
     return v[0] == '\0' || strcmp(v, "~") == 0 || strcasecmp(v, "null") == 0;
 }
 
-static int parse_uint(const char *s, uint64_t *out)
+/* Units of a duration, largest first. */
+static const struct {
+    const char *name;
+    uint64_t ms;
+} duration_units[] = {{"h", HOUR_MS}, {"m", 60 * SECOND_MS}, {"s", SECOND_MS}, {"ms", 1}};
+
+#define N_DURATION_UNITS (sizeof duration_units / sizeof duration_units[0])
+
+/* Go's duration syntax in whole milliseconds, without sign or fractions: one
+ * or more <digits><unit> ("1h30m", "500ms"), summed. */
+static int parse_duration(const char *s, uint64_t *out_ms)
 {
-    uint64_t v = 0;
+    uint64_t total = 0;
 
     if (*s == '\0')
         return -1;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+    while (*s != '\0') {
+        const char *digits = s;
+        size_t unit = N_DURATION_UNITS;
+        size_t unit_len = 0;
+        uint64_t n = 0;
+
+        for (; *s >= '0' && *s <= '9'; s++) {
+            if (n > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+                return -1;
+            n = n * 10 + (uint64_t)(*s - '0');
+        }
+        /* The longest unit that matches: "ms" before "m". */
+        for (size_t u = 0; u < N_DURATION_UNITS; u++) {
+            size_t len = strlen(duration_units[u].name);
+
+            if (len > unit_len && strncmp(s, duration_units[u].name, len) == 0) {
+                unit = u;
+                unit_len = len;
+            }
+        }
+        if (s == digits || unit == N_DURATION_UNITS ||
+            n > (UINT64_MAX - total) / duration_units[unit].ms)
             return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
+        total += n * duration_units[unit].ms;
+        s += unit_len;
     }
-    *out = v;
+    *out_ms = total;
     return 0;
 }
 
-/* "host:port" with a port other than 0, short enough for a member record. */
-static bool is_peer_address(const char *s)
+/* In the largest unit that divides ms exactly ("90m", "1500ms"), which
+ * parse_duration() reads back to the same value. */
+static void format_duration(uint64_t ms, char buf[DURATION_TEXT_MAX])
 {
-    char host[CONFIG_ADDRESS_MAX];
-    unsigned port;
+    size_t u = 0;
 
-    return strlen(s) < CONFIG_ADDRESS_MAX && net_address_split(s, host, sizeof host, &port) == 0 &&
-           port > 0;
+    if (ms == 0) {
+        snprintf(buf, DURATION_TEXT_MAX, "0s");
+        return;
+    }
+    while (ms % duration_units[u].ms != 0)
+        u++;
+    snprintf(buf, DURATION_TEXT_MAX, "%llu%s", (unsigned long long)(ms / duration_units[u].ms),
+             duration_units[u].name);
 }
 
 static int set_string(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
@@ -253,6 +448,10 @@ static int set_string(struct parse_ctx *ctx, const struct cfg_row *row, const ch
     char *copy;
 
     switch (row->type) {
+    case CFG_STRING:
+        if (row->check != NULL && text[0] != '\0' && !row->check->valid(text))
+            return fail(ctx, line, row->name, "%s", row->check->reason);
+        break;
     case CFG_PATH:
         if (text[0] == '\0')
             return fail(ctx, line, row->name, "must not be empty");
@@ -277,6 +476,26 @@ static int set_string(struct parse_ctx *ctx, const struct cfg_row *row, const ch
     return 0;
 }
 
+static int set_duration(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
+                        size_t line)
+{
+    char shown[DURATION_TEXT_MAX];
+    char min[DURATION_TEXT_MAX];
+    char max[DURATION_TEXT_MAX];
+    uint64_t ms;
+
+    if (parse_duration(text, &ms) != 0)
+        return fail(ctx, line, row->name, "expected a duration such as 30m, 1h30m or 500ms");
+    if (ms < row->min || ms > row->max) {
+        printable(shown, sizeof shown, text, strlen(text));
+        format_duration(row->min, min);
+        format_duration(row->max, max);
+        return fail(ctx, line, row->name, "%s is out of range %s..%s", shown, min, max);
+    }
+    *(uint64_t *)field(ctx->cfg, row) = ms;
+    return 0;
+}
+
 /* Stores a scalar value; text is NUL-terminated and has no NUL inside. */
 static int set_scalar(struct parse_ctx *ctx, const struct cfg_row *row, const char *text,
                       size_t line)
@@ -297,6 +516,13 @@ static int set_scalar(struct parse_ctx *ctx, const struct cfg_row *row, const ch
                         (unsigned long long)v, (unsigned long long)row->min,
                         (unsigned long long)row->max);
         *(uint64_t *)field(ctx->cfg, row) = v;
+        return 0;
+    case CFG_DURATION:
+        return set_duration(ctx, row, text, line);
+    case CFG_BOOL:
+        if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+            return fail(ctx, line, row->name, "expected true or false");
+        *(bool *)field(ctx->cfg, row) = text[0] == 't';
         return 0;
     case CFG_OCTAL:
         v = 0;
@@ -328,7 +554,7 @@ static int set_scalar(struct parse_ctx *ctx, const struct cfg_row *row, const ch
             printable(shown, sizeof shown, text, strlen(text));
             return fail(ctx, line, row->name, "'%s' is not one of %s", shown, allowed);
         }
-    case CFG_ADDR_LIST:
+    case CFG_STRING_LIST:
     case CFG_MEMBERS:
         break;
     }
@@ -404,8 +630,8 @@ static int set_sequence(struct parse_ctx *ctx, const struct cfg_row *row, const 
                               members.items[i].raft_address);
             }
             members.n = i + 1;
-        } else if (!is_peer_address(text)) {
-            rv = fail(ctx, node_line(item), row->name, "items must be host:port with a port");
+        } else if (row->check != NULL && !row->check->valid(text)) {
+            rv = fail(ctx, node_line(item), row->name, "%s", row->check->reason);
         } else {
             strings.items[i] = strdup(text);
             if (strings.items[i] == NULL)
@@ -427,7 +653,7 @@ static int set_sequence(struct parse_ctx *ctx, const struct cfg_row *row, const 
 
 static int set_value(struct parse_ctx *ctx, const struct cfg_row *row, const yaml_node_t *value)
 {
-    bool is_list = row->type == CFG_ADDR_LIST || row->type == CFG_MEMBERS;
+    bool is_list = row->type == CFG_STRING_LIST || row->type == CFG_MEMBERS;
     const char *text;
 
     if (is_list) {
@@ -443,6 +669,9 @@ static int set_value(struct parse_ctx *ctx, const struct cfg_row *row, const yam
                     node_kind(value));
     if (is_null(value))
         return fail(ctx, node_line(value), row->name, "missing value");
+    /* YAML reads a quoted "true" as a string, not a boolean. */
+    if (row->type == CFG_BOOL && value->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return fail(ctx, node_line(value), row->name, "expected true or false, without quotes");
     text = (const char *)value->data.scalar.value;
     if (strlen(text) != value->data.scalar.length)
         return fail(ctx, node_line(value), row->name, "value contains a NUL byte");
@@ -522,7 +751,7 @@ static int walk_mapping(struct parse_ctx *ctx, const yaml_node_t *map, const cha
             if (rv != 0)
                 return rv;
             ctx->line[row - rows] = node_line(key);
-        } else if (prefix[0] == '\0' && is_section(name)) {
+        } else if (is_section(name)) {
             if (is_null(value))
                 continue; /* "log:" with nothing under it */
             if (value->type != YAML_MAPPING_NODE)
@@ -550,27 +779,38 @@ static bool is_wildcard(const char *addr)
     return strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0;
 }
 
+/* Stores a + b in *slot, a new string. */
+static int set_concat(char **slot, const char *a, const char *b)
+{
+    size_t len = strlen(a) + strlen(b) + 1;
+
+    *slot = malloc(len);
+    if (*slot == NULL)
+        return CONFIG_NOMEM;
+    snprintf(*slot, len, "%s%s", a, b);
+    return 0;
+}
+
 static int derive_defaults(struct parse_ctx *ctx)
 {
     struct config *cfg = ctx->cfg;
+    size_t dir_len = strlen(cfg->data_dir);
 
-    if (cfg->server_url == NULL) {
-        size_t len = strlen("http://") + strlen(cfg->listen_addr) + 1;
-
-        cfg->server_url = malloc(len);
-        if (cfg->server_url == NULL)
-            return CONFIG_NOMEM;
-        snprintf(cfg->server_url, len, "http://%s", cfg->listen_addr);
-    }
+    if (cfg->server_url == NULL && set_concat(&cfg->server_url, "http://", cfg->listen_addr) != 0)
+        return CONFIG_NOMEM;
     if (cfg->cluster.advertise_http_addr == NULL) {
         if (is_wildcard(cfg->listen_addr))
             return fail(ctx, ctx->line[row_index("listen_addr")], "cluster.advertise_http_addr",
                         "required when listen_addr is a wildcard address (peers cannot use %s)",
                         cfg->listen_addr);
-        cfg->cluster.advertise_http_addr = strdup(cfg->listen_addr);
-        if (cfg->cluster.advertise_http_addr == NULL)
+        if (set_concat(&cfg->cluster.advertise_http_addr, cfg->listen_addr, "") != 0)
             return CONFIG_NOMEM;
     }
+    if (cfg->noise.private_key_path == NULL &&
+        set_concat(&cfg->noise.private_key_path, cfg->data_dir,
+                   cfg->data_dir[dir_len - 1] == '/' ? "noise_private.key"
+                                                     : "/noise_private.key") != 0)
+        return CONFIG_NOMEM;
     return 0;
 }
 
@@ -600,6 +840,10 @@ static int check_relations(struct parse_ctx *ctx)
         return fail(ctx, ctx->line[row_index("cluster.initial_members")], "cluster.initial_members",
                     "does not include this replica (cluster.id %llu)",
                     (unsigned long long)cfg->cluster.id);
+    /* Node names are <node>.<base_domain>: MagicDNS needs a domain. */
+    if (cfg->dns.magic_dns && cfg->dns.base_domain[0] == '\0')
+        return fail(ctx, ctx->line[row_index("dns.base_domain")], "dns.base_domain",
+                    "must not be empty while dns.magic_dns is true");
     return 0;
 }
 
@@ -677,13 +921,15 @@ void config_free(struct config *cfg)
         case CFG_ADDR:
             free(*(char **)slot);
             break;
-        case CFG_ADDR_LIST:
+        case CFG_STRING_LIST:
             strings_clear(slot);
             break;
         case CFG_MEMBERS:
             free(((struct config_members *)slot)->items);
             break;
         case CFG_UINT:
+        case CFG_DURATION:
+        case CFG_BOOL:
         case CFG_OCTAL:
         case CFG_ENUM:
             break;
@@ -771,6 +1017,7 @@ static void print_quoted(FILE *out, const char *s)
 static void print_value(FILE *out, const struct config *cfg, const struct cfg_row *row)
 {
     const void *slot = const_field(cfg, row);
+    char text[DURATION_TEXT_MAX];
 
     switch (row->type) {
     case CFG_STRING:
@@ -782,13 +1029,20 @@ static void print_value(FILE *out, const struct config *cfg, const struct cfg_ro
     case CFG_UINT:
         fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)slot);
         break;
+    case CFG_DURATION:
+        format_duration(*(const uint64_t *)slot, text);
+        fputs(text, out);
+        break;
+    case CFG_BOOL:
+        fputs(*(const bool *)slot ? "true" : "false", out);
+        break;
     case CFG_OCTAL:
         fprintf(out, "\"%04o\"", *(const unsigned *)slot);
         break;
     case CFG_ENUM:
         fputs(row->choices[*(const unsigned *)slot], out);
         break;
-    case CFG_ADDR_LIST: {
+    case CFG_STRING_LIST: {
         const struct config_strings *l = slot;
 
         fputc('[', out);
@@ -812,25 +1066,52 @@ static void print_value(FILE *out, const struct config *cfg, const struct cfg_ro
     }
 }
 
+/* Length of the sections part of a key: 15 ("dns.nameservers") for
+ * "dns.nameservers.global", 0 for a top-level key. */
+static size_t sections_len(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+
+    return dot != NULL ? (size_t)(dot - name) : 0;
+}
+
+/* Opens the sections of name that the previous key was not in; returns the
+ * nesting depth of name. */
+static int print_sections(FILE *out, const char *prev, const char *name)
+{
+    size_t prev_len = sections_len(prev);
+    size_t len = sections_len(name);
+    size_t start = 0;
+    int depth = 0;
+
+    while (start < len) {
+        const char *dot = memchr(name + start, '.', len - start);
+        size_t end = dot != NULL ? (size_t)(dot - name) : len;
+        bool is_open = end <= prev_len && strncmp(prev, name, end) == 0 &&
+                       (end == prev_len || prev[end] == '.');
+
+        if (!is_open)
+            fprintf(out, "%*s%.*s:\n", 2 * depth, "", (int)(end - start), name + start);
+        start = end + 1;
+        depth++;
+    }
+    return depth;
+}
+
 void config_print(const struct config *cfg, FILE *out)
 {
-    const char *section = "";
-    size_t section_len = 0;
+    const char *prev = "";
 
     for (size_t i = 0; i < N_ROWS; i++) {
-        const char *dot = strchr(rows[i].name, '.');
-        const char *key = dot != NULL ? dot + 1 : rows[i].name;
-        size_t len = dot != NULL ? (size_t)(dot - rows[i].name) : 0;
+        const char *name = rows[i].name;
+        int indent = 2 * print_sections(out, prev, name);
+        size_t len = sections_len(name);
 
-        if (len != section_len || strncmp(section, rows[i].name, len) != 0) {
-            section = rows[i].name;
-            section_len = len;
-            if (len > 0)
-                fprintf(out, "%.*s:\n", (int)len, section);
-        }
-        fprintf(out, "%s# %s\n%s%s: ", len > 0 ? "  " : "", rows[i].doc, len > 0 ? "  " : "", key);
+        fprintf(out, "%*s# %s\n%*s%s: ", indent, "", rows[i].doc, indent, "",
+                name + len + (len > 0));
         print_value(out, cfg, &rows[i]);
         fputc('\n', out);
+        prev = name;
     }
 }
 
@@ -838,7 +1119,7 @@ static const char *type_doc(const struct cfg_row *row)
 {
     switch (row->type) {
     case CFG_STRING:
-        return "string";
+        return row->check != NULL ? row->check->doc : "string";
     case CFG_PATH:
         return "path";
     case CFG_URL:
@@ -847,16 +1128,37 @@ static const char *type_doc(const struct cfg_row *row)
         return "host:port";
     case CFG_UINT:
         return "integer";
+    case CFG_DURATION:
+        return "duration";
+    case CFG_BOOL:
+        return "boolean";
     case CFG_OCTAL:
         return "octal mode";
     case CFG_ENUM:
         return "choice";
-    case CFG_ADDR_LIST:
-        return "list of host:port";
+    case CFG_STRING_LIST:
+        return row->check != NULL ? row->check->doc : "list of strings";
     case CFG_MEMBERS:
         return "list of ID@host:port";
     }
     return "?";
+}
+
+/* The range column: bounds of numbers and durations, enum choices. */
+static void print_range(FILE *out, const struct cfg_row *row)
+{
+    char min[DURATION_TEXT_MAX];
+    char max[DURATION_TEXT_MAX];
+
+    if (row->type == CFG_UINT)
+        fprintf(out, "%llu..%llu", (unsigned long long)row->min, (unsigned long long)row->max);
+    if (row->type == CFG_DURATION) {
+        format_duration(row->min, min);
+        format_duration(row->max, max);
+        fprintf(out, "%s..%s", min, max);
+    }
+    for (size_t c = 0; row->choices != NULL && row->choices[c] != NULL; c++)
+        fprintf(out, "%s`%s`", c > 0 ? ", " : "", row->choices[c]);
 }
 
 void config_doc(FILE *out)
@@ -864,9 +1166,12 @@ void config_doc(FILE *out)
     fputs("# Configuration\n\n"
           "Generated by `concord config doc` from the table in server/config.c; do not edit by\n"
           "hand. The file is YAML; keys with a dot live in the section named before the dot\n"
-          "(`cluster.id` is `id:` under `cluster:`). Unknown keys and invalid values are refused\n"
-          "at start with the file's name and line. `concord config check -c FILE` prints the\n"
-          "effective configuration.\n\n"
+          "(`cluster.id` is `id:` under `cluster:`, `dns.nameservers.global` is `global:` under\n"
+          "`nameservers:` under `dns:`). Durations are written like Go's, in whole\n"
+          "milliseconds: numbers with a unit `h`, `m`, `s` or `ms`, one after the other\n"
+          "(`30m`, `1h30m`, `500ms`). Booleans are `true` or `false`, unquoted. Unknown keys and\n"
+          "invalid values are refused at start with the file's name and line.\n"
+          "`concord config check -c FILE` prints the effective configuration.\n\n"
           "| key | type | default | range | meaning |\n"
           "| --- | --- | --- | --- | --- |\n",
           out);
@@ -876,7 +1181,7 @@ void config_doc(FILE *out)
         fprintf(out, "| `%s` | %s | ", row->name, type_doc(row));
         switch (row->default_kind) {
         case CFG_DEFAULT_TEXT:
-            fprintf(out, "`%s`", row->def);
+            fprintf(out, row->def[0] != '\0' ? "`%s`" : "`\"%s\"`", row->def);
             break;
         case CFG_DEFAULT_EMPTY:
             fputs("empty", out);
@@ -889,10 +1194,7 @@ void config_doc(FILE *out)
             break;
         }
         fputs(" | ", out);
-        if (row->type == CFG_UINT)
-            fprintf(out, "%llu..%llu", (unsigned long long)row->min, (unsigned long long)row->max);
-        for (size_t c = 0; row->choices != NULL && row->choices[c] != NULL; c++)
-            fprintf(out, "%s`%s`", c > 0 ? ", " : "", row->choices[c]);
+        print_range(out, row);
         fprintf(out, " | %s |\n", row->doc);
     }
 }

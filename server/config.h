@@ -1,13 +1,15 @@
 /* server/config.h: the YAML configuration file, read once at start into an
  * immutable struct config. Keys follow Headscale's names where the meaning is
- * the same, plus a cluster: section; one table in config.c (name, type,
- * default, bounds, doc) drives parsing, defaults, checking and printing.
+ * the same, plus cluster: and control: sections; one table in config.c
+ * (name, type, default, bounds, doc) drives parsing, defaults, checking and
+ * printing.
  * An unknown key, a value of the wrong type or out of bounds is an error
  * "FILE:LINE: key 'x.y': reason", and the server refuses to start.
  * The cluster secret file (cluster.secret_path) is read and written here too. */
 #ifndef CONCORD_SERVER_CONFIG_H
 #define CONCORD_SERVER_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -52,6 +54,7 @@ struct config {
     char *unix_socket; /* "" disables the Unix socket */
     unsigned unix_socket_permission;
     char *data_dir;
+    uint64_t ephemeral_node_inactivity_timeout_ms;
     struct {
         unsigned level;  /* enum log_level */
         unsigned format; /* enum log_format */
@@ -73,6 +76,22 @@ struct config {
         uint64_t max_body_bytes;       /* TCP listener */
         uint64_t max_local_body_bytes; /* Unix socket */
     } http;
+    struct {
+        char *private_key_path; /* "privkey:<64 hex>", the same file on every replica */
+    } noise;
+    struct {
+        bool magic_dns;
+        char *base_domain;                    /* "" only when !magic_dns */
+        struct config_strings nameservers;    /* dns.nameservers.global */
+        struct config_strings search_domains; /* DNS names */
+    } dns;
+    struct {
+        char *map_path; /* JSON DERPMap file; "": none */
+    } derp;
+    struct {
+        uint64_t keepalive_interval_ms;
+        uint64_t pending_registration_ttl_ms;
+    } control;
 };
 
 /* Parses a YAML document from memory; `name` stands for the file in error

@@ -30,6 +30,8 @@
 #include "server/admin/admin.h"
 #include "server/cli/cli.h"
 #include "server/config.h"
+#include "server/control/control.h"
+#include "server/control/noise.h"
 #include "server/log.h"
 #include "server/net/http.h"
 #include "storage/store.h"
@@ -52,6 +54,7 @@ struct replica {
     struct admin_peer_client peer; /* holds the cluster secret; wiped on exit */
     struct cluster *cluster;
     struct admin *admin;
+    struct control *control;
     struct net_http_server *http;
     uv_signal_t sigint;
     uv_signal_t sigterm;
@@ -229,6 +232,8 @@ static void replica_on_cluster_closed(void *arg)
     struct replica *r = arg;
 
     r->cluster = NULL;
+    control_free(r->control);
+    r->control = NULL;
     if (r->admin != NULL)
         admin_close(r->admin, replica_on_admin_closed, r);
     else
@@ -253,6 +258,7 @@ static void replica_stop(struct replica *r, int exit_code)
         return;
     r->is_stopping = true;
     r->exit_code = exit_code;
+    control_close(r->control);
     if (r->has_handles) {
         uv_close((uv_handle_t *)&r->role_timer, NULL);
         uv_close((uv_handle_t *)&r->join_timer, NULL);
@@ -359,6 +365,106 @@ static void replica_join_next(struct replica *r)
 
 /* ---- serve: starting ---- */
 
+/* The cluster exists before the control protocol does (it replays its log
+ * first), so applied commands reach it through the replica. */
+static void replica_on_applied(void *arg, uint64_t index, const Concord__Command *cmd,
+                               const Concord__CommandResult *result)
+{
+    struct replica *r = arg;
+
+    if (r->control != NULL)
+        control_applied(r->control, index, cmd, result);
+}
+
+/* One listener for the control protocol and the admin API. */
+static void replica_handle(void *arg, struct net_http_request *req)
+{
+    struct replica *r = arg;
+
+    if (r->control != NULL && control_handle(r->control, req))
+        return;
+    admin_handle(r->admin, req);
+}
+
+static size_t replica_body_limit(void *arg, const struct net_http_request *head, size_t limit)
+{
+    struct replica *r = arg;
+
+    return admin_body_limit(r->admin, head, limit);
+}
+
+static char *read_file(const char *path, char *errmsg)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long len;
+
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
+        fseek(f, 0, SEEK_SET) != 0 || (buf = malloc((size_t)len + 1)) == NULL ||
+        fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        snprintf(errmsg, 256, "%s: %s", path, strerror(errno != 0 ? errno : EIO));
+        free(buf);
+        if (f != NULL)
+            fclose(f);
+        return NULL;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+static int replica_start_control(struct replica *r)
+{
+    const struct config *cfg = r->cfg;
+    struct control_options opts = {
+        .loop = &r->loop,
+        .cluster = r->cluster,
+        .store = r->store,
+        .replica_id = cfg->cluster.id,
+        .server_url = cfg->server_url,
+        .dns =
+            {
+                .magic_dns = cfg->dns.magic_dns,
+                .base_domain = cfg->dns.base_domain,
+                .nameservers = (const char *const *)cfg->dns.nameservers.items,
+                .n_nameservers = cfg->dns.nameservers.n,
+                .search_domains = (const char *const *)cfg->dns.search_domains.items,
+                .n_search_domains = cfg->dns.search_domains.n,
+            },
+        .ephemeral_inactivity_ms = cfg->ephemeral_node_inactivity_timeout_ms,
+        .keepalive_ms = cfg->control.keepalive_interval_ms,
+        .registration_ttl_ms = cfg->control.pending_registration_ttl_ms,
+    };
+    char errmsg[256] = "";
+    char *derp = NULL;
+    int rv;
+
+    rv = noise_key_file_read(cfg->noise.private_key_path, &opts.noise_key, errmsg);
+    if (rv != 0) {
+        LOG_ERROR("noise.private_key_path: %s (make one with `concord generate private-key -o "
+                  "%s` and give every replica the same file)",
+                  errmsg, cfg->noise.private_key_path);
+        return -1;
+    }
+    if (cfg->derp.map_path[0] != '\0') {
+        derp = read_file(cfg->derp.map_path, errmsg);
+        if (derp == NULL) {
+            LOG_ERROR("derp.map_path: %s", errmsg);
+            sodium_memzero(&opts.noise_key, sizeof opts.noise_key);
+            return -1;
+        }
+        opts.derp_map_json = derp;
+    }
+    rv = control_new(&opts, &r->control, errmsg);
+    sodium_memzero(&opts.noise_key, sizeof opts.noise_key);
+    free(derp);
+    if (rv != 0) {
+        LOG_ERROR("control protocol: %s", errmsg);
+        return -1;
+    }
+    return 0;
+}
+
 static int replica_start_cluster(struct replica *r)
 {
     struct cluster_options opts;
@@ -369,6 +475,8 @@ static int replica_start_cluster(struct replica *r)
     opts.store = r->store;
     opts.transport.send = admin_peer_send;
     opts.transport.arg = &r->peer;
+    opts.applied = replica_on_applied;
+    opts.applied_arg = r;
     rv = cluster_new(&r->loop, &opts, &r->cluster, errmsg);
     if (rv != 0) {
         LOG_ERROR("cluster: %s: %s", cluster_strerror(rv), errmsg);
@@ -399,8 +507,8 @@ static int replica_start_http(struct replica *r)
         .max_local_body_bytes = (size_t)cfg->http.max_local_body_bytes,
         .max_header_bytes = HTTP_MAX_HEADER_BYTES,
         .idle_timeout_ms = HTTP_IDLE_TIMEOUT_MS,
-        .handler = admin_handle,
-        .body_limit = admin_body_limit,
+        .handler = replica_handle,
+        .body_limit = replica_body_limit,
     };
     char errmsg[256] = "";
     int rv;
@@ -412,7 +520,7 @@ static int replica_start_http(struct replica *r)
         LOG_ERROR("admin API: cannot start (code %d)", rv);
         return -1;
     }
-    http_opts.handler_arg = r->admin;
+    http_opts.handler_arg = r;
     rv = net_http_server_new(&r->loop, &http_opts, &r->http, errmsg);
     if (rv != 0) {
         LOG_ERROR("http: %s: %s", net_strerror(rv), errmsg);
@@ -472,8 +580,8 @@ static int replica_start(struct replica *r)
         else if (rv != CLUSTER_EXISTS)
             return -1;
     }
-    if (replica_start_cluster(r) != 0 || replica_start_http(r) != 0 ||
-        replica_start_handles(r) != 0)
+    if (replica_start_cluster(r) != 0 || replica_start_control(r) != 0 ||
+        replica_start_http(r) != 0 || replica_start_handles(r) != 0)
         return -1;
     LOG_INFO("concord serve: replica %" PRIu64 " listening on %s unix=%s raft=%s", cfg->cluster.id,
              cfg->listen_addr, cfg->unix_socket[0] != '\0' ? cfg->unix_socket : "off",
@@ -600,6 +708,32 @@ static int cmd_generate_secret(int argc, char **argv)
     return 0;
 }
 
+static int cmd_generate_private_key(int argc, char **argv)
+{
+    struct noise_keypair kp;
+    const char *path;
+    char errmsg[256];
+    int rv;
+
+    if (parse_option(argc, argv, "-o", "--output", &path) != 0 || path == NULL) {
+        fprintf(stderr, "usage: concord generate private-key -o FILE\n");
+        return 2;
+    }
+    if (sodium_init() < 0 || noise_keypair_generate(&kp) != 0) {
+        fprintf(stderr, "concord generate private-key: cannot generate a key\n");
+        return 1;
+    }
+    rv = noise_key_file_write(path, &kp, errmsg);
+    sodium_memzero(&kp, sizeof kp);
+    if (rv != 0) {
+        fprintf(stderr, "concord generate private-key: %s\n", errmsg);
+        return 1;
+    }
+    printf("concord generate private-key: wrote %s (mode 0600); give every replica this file\n",
+           path);
+    return 0;
+}
+
 static bool is_command(int argc, char **argv, const char *first, const char *second)
 {
     return argc >= 2 && strcmp(argv[1], first) == 0 &&
@@ -624,10 +758,13 @@ int main(int argc, char **argv)
         return cmd_cluster_init(argc - 3, argv + 3);
     if (is_command(argc, argv, "generate", "cluster-secret"))
         return cmd_generate_secret(argc - 3, argv + 3);
+    if (is_command(argc, argv, "generate", "private-key"))
+        return cmd_generate_private_key(argc - 3, argv + 3);
     if (is_command(argc, argv, "config", NULL) || is_command(argc, argv, "generate", NULL)) {
         fprintf(stderr, "usage: concord config check [-c FILE]\n"
                         "       concord config doc\n"
-                        "       concord generate cluster-secret [-o FILE]\n");
+                        "       concord generate cluster-secret [-o FILE]\n"
+                        "       concord generate private-key -o FILE\n");
         return 2;
     }
     return cli_main(argc, argv);

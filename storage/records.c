@@ -291,6 +291,8 @@ static const struct record_kind kind_policy = {STORE_TABLE_POLICY, &concord__pol
                                                singleton_key, NULL, NULL};
 static const struct record_kind kind_dns = {STORE_TABLE_DNS, &concord__dns_settings__descriptor,
                                             singleton_key, NULL, NULL};
+static const struct record_kind kind_control = {
+    STORE_TABLE_CONTROL, &concord__control_settings__descriptor, singleton_key, NULL, NULL};
 static const struct record_kind kind_registration = {STORE_TABLE_REGISTRATIONS,
                                                      &concord__pending_registration__descriptor,
                                                      registration_key, registration_validate, NULL};
@@ -302,8 +304,8 @@ static const struct record_kind kind_audit = {STORE_TABLE_AUDIT, &concord__audit
                                               audit_key, audit_validate, NULL};
 
 static const struct record_kind *const kinds[] = {
-    &kind_user, &kind_preauthkey,   &kind_apikey,  &kind_node,    &kind_policy,
-    &kind_dns,  &kind_registration, &kind_session, &kind_replica, &kind_audit,
+    &kind_user,    &kind_preauthkey,   &kind_apikey,  &kind_node,    &kind_policy, &kind_dns,
+    &kind_control, &kind_registration, &kind_session, &kind_replica, &kind_audit,
 };
 
 /* ---- generic operations ---- */
@@ -887,6 +889,22 @@ int store_dns_put(struct store_txn *t, const Concord__DnsSettings *d)
     return record_put(t, &kind_dns, &d->base, NULL, false);
 }
 
+int store_control_get(struct store_txn *t, Concord__ControlSettings **out)
+{
+    MDB_val key = val_str(SINGLETON_KEY);
+    ProtobufCMessage *m;
+    int rv = record_get(t, &kind_control, &key, &m);
+
+    if (rv == 0)
+        *out = (Concord__ControlSettings *)m;
+    return rv;
+}
+
+int store_control_put(struct store_txn *t, const Concord__ControlSettings *c)
+{
+    return record_put(t, &kind_control, &c->base, NULL, false);
+}
+
 int store_registration_get(struct store_txn *t, const char *auth_id,
                            Concord__PendingRegistration **out)
 {
@@ -932,6 +950,35 @@ int store_session_delete(struct store_txn *t, uint64_t node_id, uint64_t session
 int store_session_each(struct store_txn *t, store_each_cb cb, void *arg)
 {
     return record_each(t, &kind_session, NULL, 0, cb, arg);
+}
+
+struct node_sessions_walk {
+    uint64_t node_id;
+    bool is_past; /* reached the next node's sessions */
+    store_each_cb cb;
+    void *arg;
+};
+
+static int node_sessions_step(const ProtobufCMessage *record, void *arg)
+{
+    struct node_sessions_walk *w = arg;
+
+    if (((const Concord__Session *)record)->node_id != w->node_id) {
+        w->is_past = true;
+        return 1;
+    }
+    return w->cb(record, w->arg);
+}
+
+int store_session_each_of_node(struct store_txn *t, uint64_t node_id, store_each_cb cb, void *arg)
+{
+    struct node_sessions_walk w = {.node_id = node_id, .cb = cb, .arg = arg};
+    struct record_key from;
+    int rv;
+
+    session_key_make(&from, node_id, 0);
+    rv = record_each(t, &kind_session, &from.val, 0, node_sessions_step, &w);
+    return w.is_past ? 0 : rv;
 }
 
 int store_replica_get(struct store_txn *t, uint64_t id, Concord__Replica **out)

@@ -40,6 +40,7 @@ const struct store_table_info store_tables[STORE_TABLE_COUNT] = {
     [STORE_TABLE_AUDIT] = {"audit", true, true},
     [STORE_TABLE_DEDUP] = {"dedup", true, false},
     [STORE_TABLE_DEDUP_BY_INDEX] = {"dedup_by_index", false, false},
+    [STORE_TABLE_CONTROL] = {"control", true, true},
 };
 
 const char *store_strerror(int code)

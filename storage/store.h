@@ -136,11 +136,14 @@ int store_node_put(struct store_txn *t, const Concord__Node *n);
 int store_node_delete(struct store_txn *t, uint64_t id);
 int store_node_each(struct store_txn *t, store_each_cb cb, void *arg);
 
-/* ---- singletons: policy and DNS settings (absent: STORE_NOTFOUND) ---- */
+/* ---- singletons: policy, DNS and control settings (absent: STORE_NOTFOUND) ---- */
 int store_policy_get(struct store_txn *t, Concord__Policy **out);
 int store_policy_put(struct store_txn *t, const Concord__Policy *p);
 int store_dns_get(struct store_txn *t, Concord__DnsSettings **out);
 int store_dns_put(struct store_txn *t, const Concord__DnsSettings *d);
+/* The control protocol's cluster-wide settings (the server Noise key). */
+int store_control_get(struct store_txn *t, Concord__ControlSettings **out);
+int store_control_put(struct store_txn *t, const Concord__ControlSettings *c);
 
 /* ---- pending interactive registrations, by auth id ---- */
 int store_registration_get(struct store_txn *t, const char *auth_id,
@@ -153,6 +156,8 @@ int store_registration_each(struct store_txn *t, store_each_cb cb, void *arg);
 int store_session_put(struct store_txn *t, const Concord__Session *s);
 int store_session_delete(struct store_txn *t, uint64_t node_id, uint64_t session_id);
 int store_session_each(struct store_txn *t, store_each_cb cb, void *arg);
+/* The sessions of one node only (a range of the key order). */
+int store_session_each_of_node(struct store_txn *t, uint64_t node_id, store_each_cb cb, void *arg);
 
 /* ---- replicas (membership addresses and heartbeats), by Raft id ---- */
 int store_replica_get(struct store_txn *t, uint64_t id, Concord__Replica **out);

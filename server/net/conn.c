@@ -8,6 +8,9 @@
  * peer's remaining bytes are read and dropped for a short while, because
  * closing with unread input sends a reset that can destroy the answer before
  * the peer has read it.
+ * A handler may instead switch protocols (net_http_upgrade): HANDLING -> RAW,
+ * where bytes are passed through both ways for the new owner until either
+ * side closes (RAW -> DRAINING when the owner closes after its last write).
  * Failure: a read or write error, the deadline timer or server shutdown calls
  * net_conn_close(); a request still with the handler is detached, so its
  * net_http_respond() only frees it. Memory is freed when the last handle has
@@ -37,22 +40,25 @@ enum net_conn_state {
     NET_CONN_WRITING,
     NET_CONN_DRAINING,
     NET_CONN_CLOSING,
+    NET_CONN_RAW,
     NET_CONN_N_STATES
 };
 
 static const char *const state_names[NET_CONN_N_STATES] = {
     [NET_CONN_READING] = "reading", [NET_CONN_HANDLING] = "handling",
     [NET_CONN_WRITING] = "writing", [NET_CONN_DRAINING] = "draining",
-    [NET_CONN_CLOSING] = "closing",
+    [NET_CONN_CLOSING] = "closing", [NET_CONN_RAW] = "raw",
 };
 
 static const bool transitions[NET_CONN_N_STATES][NET_CONN_N_STATES] = {
     [NET_CONN_READING] =
         {[NET_CONN_HANDLING] = true, [NET_CONN_WRITING] = true, [NET_CONN_CLOSING] = true},
-    [NET_CONN_HANDLING] = {[NET_CONN_WRITING] = true, [NET_CONN_CLOSING] = true},
+    [NET_CONN_HANDLING] =
+        {[NET_CONN_WRITING] = true, [NET_CONN_CLOSING] = true, [NET_CONN_RAW] = true},
     [NET_CONN_WRITING] =
         {[NET_CONN_READING] = true, [NET_CONN_DRAINING] = true, [NET_CONN_CLOSING] = true},
     [NET_CONN_DRAINING] = {[NET_CONN_CLOSING] = true},
+    [NET_CONN_RAW] = {[NET_CONN_DRAINING] = true, [NET_CONN_CLOSING] = true},
 };
 
 struct net_conn {
@@ -72,8 +78,11 @@ struct net_conn {
     bool close_after_write;
     uv_write_t continue_req;
     uv_shutdown_t shutdown_req;
-    struct net_http_request *req; /* with the handler, not answered yet */
-    uint64_t id;                  /* appears in every log line */
+    struct net_http_request *req;    /* with the handler, not answered yet */
+    struct net_raw_callbacks raw_cb; /* RAW: the owner's; on_close NULL once it closed */
+    void *raw_arg;
+    bool is_raw_paused;
+    uint64_t id; /* appears in every log line */
     char peer[64];
 };
 
@@ -99,7 +108,9 @@ static void conn_set_state(struct net_conn *c, enum net_conn_state next)
         uv_timer_start(&c->deadline, conn_on_deadline, DRAIN_TIMEOUT_MS, 0);
         break;
     case NET_CONN_HANDLING:
-        /* The handler bounds its own work (Raft round trips time out). */
+    case NET_CONN_RAW:
+        /* The handler bounds its own work (Raft round trips time out); a
+         * switched protocol keeps its own liveness. */
         uv_timer_stop(&c->deadline);
         break;
     case NET_CONN_CLOSING:
@@ -129,6 +140,8 @@ static void conn_on_close(uv_handle_t *h)
 
 void net_conn_close(struct net_conn *c, const char *reason)
 {
+    bool was_raw = c->state == NET_CONN_RAW;
+
     if (c->state == NET_CONN_CLOSING)
         return;
     LOG_DEBUG("http conn=%" PRIu64 " close reason=%s", c->id, reason);
@@ -141,6 +154,8 @@ void net_conn_close(struct net_conn *c, const char *reason)
     conn_set_state(c, NET_CONN_CLOSING);
     uv_close(&c->sock.handle, conn_on_close);
     uv_close((uv_handle_t *)&c->deadline, conn_on_close);
+    if (was_raw && c->raw_cb.on_close != NULL)
+        c->raw_cb.on_close(c->raw_arg, reason);
 }
 
 void net_conn_close_all(struct net_http_server *s)
@@ -185,6 +200,13 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     if (c->state == NET_CONN_DRAINING)
         return; /* dropped: the buffer space is offered again */
     c->in_len += (size_t)nread;
+    if (c->state == NET_CONN_RAW) {
+        size_t len = c->in_len;
+
+        c->in_len = 0; /* the owner may close c from inside on_read */
+        c->raw_cb.on_read(c->raw_arg, c->in, len);
+        return;
+    }
     conn_process_input(c); /* may close c: do nothing with c after this */
 }
 
@@ -373,6 +395,127 @@ void net_http_respond(struct net_http_request *req, int status, const char *cont
                             in->is_http10);
     }
     net_request_free(req);
+}
+
+/* ---- switched protocols (struct net_raw is a struct net_conn in RAW) ---- */
+
+struct raw_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
+static void raw_on_written(uv_write_t *w, int status)
+{
+    struct net_conn *c = w->handle->data;
+
+    free(w);
+    if (status < 0 && c->state != NET_CONN_CLOSING)
+        net_conn_close(c, uv_err_name(status));
+}
+
+static int raw_queue(struct net_conn *c, const void *data, size_t len)
+{
+    struct raw_write *w;
+    uv_buf_t buf;
+    int rv;
+
+    if (len == 0)
+        return 0;
+    w = malloc(sizeof *w + len);
+    if (w == NULL)
+        return NET_NOMEM;
+    memcpy(w->data, data, len);
+    buf = uv_buf_init((char *)w->data, (unsigned)len);
+    rv = uv_write(&w->req, &c->sock.stream, &buf, 1, raw_on_written);
+    if (rv != 0) {
+        free(w);
+        return NET_CLOSED;
+    }
+    return 0;
+}
+
+struct net_raw *net_http_upgrade(struct net_http_request *req, const void *head, size_t head_len,
+                                 const struct net_raw_callbacks *cb, void *arg)
+{
+    struct net_request_internal *in = req->internal;
+    struct net_conn *c = in->conn;
+
+    net_request_free(req);
+    if (c == NULL)
+        return NULL;
+    assert(c->req == req && c->state == NET_CONN_HANDLING);
+    c->req = NULL;
+    if (raw_queue(c, head, head_len) != 0) {
+        net_conn_close(c, "cannot write the upgrade response");
+        return NULL;
+    }
+    c->raw_cb = *cb;
+    c->raw_arg = arg;
+    conn_set_state(c, NET_CONN_RAW);
+    LOG_DEBUG("http conn=%" PRIu64 " switched protocols", c->id);
+    conn_start_reading(c);
+    if (c->state == NET_CONN_RAW && c->in_len > 0) {
+        size_t len = c->in_len;
+
+        c->in_len = 0;
+        c->raw_cb.on_read(c->raw_arg, c->in, len);
+    }
+    return (struct net_raw *)c;
+}
+
+int net_raw_write(struct net_raw *r, const void *data, size_t len)
+{
+    struct net_conn *c = (struct net_conn *)r;
+    int rv;
+
+    if (c->state != NET_CONN_RAW)
+        return NET_CLOSED;
+    rv = raw_queue(c, data, len);
+    if (rv != 0)
+        net_conn_close(c, net_strerror(rv));
+    return rv;
+}
+
+size_t net_raw_write_queued(const struct net_raw *r)
+{
+    const struct net_conn *c = (const struct net_conn *)r;
+
+    return c->sock.stream.write_queue_size;
+}
+
+void net_raw_pause(struct net_raw *r, bool is_paused)
+{
+    struct net_conn *c = (struct net_conn *)r;
+
+    if (c->state != NET_CONN_RAW || c->is_raw_paused == is_paused)
+        return;
+    c->is_raw_paused = is_paused;
+    if (is_paused)
+        uv_read_stop(&c->sock.stream);
+    else
+        conn_start_reading(c);
+}
+
+const char *net_raw_peer(const struct net_raw *r)
+{
+    return ((const struct net_conn *)r)->peer;
+}
+
+uint64_t net_raw_id(const struct net_raw *r)
+{
+    return ((const struct net_conn *)r)->id;
+}
+
+void net_raw_close(struct net_raw *r, const char *reason)
+{
+    struct net_conn *c = (struct net_conn *)r;
+
+    c->raw_cb.on_close = NULL;
+    if (c->state != NET_CONN_RAW)
+        return;
+    LOG_DEBUG("http conn=%" PRIu64 " closing raw stream: %s", c->id, reason);
+    uv_read_stop(&c->sock.stream);
+    conn_drain(c); /* the shutdown waits for the queued writes */
 }
 
 static void reject_on_close(uv_handle_t *h)

@@ -67,6 +67,37 @@ void net_http_respond(struct net_http_request *req, int status, const char *cont
 
 typedef void (*net_http_handler_cb)(void *arg, struct net_http_request *req);
 
+/* Protocol switch ("101 Switching Protocols"): instead of responding, the
+ * handler takes the connection over as a raw byte stream. `head` (the whole
+ * 101 response head plus any bytes that must follow it at once, e.g. a
+ * handshake reply) is written first; then bytes the client sent are handed
+ * to on_read (borrowed for the call), starting with any it had already sent
+ * after the request. No deadline applies any more: the new owner keeps its
+ * own. on_close fires once when the connection ends for a reason the owner
+ * did not ask for (peer EOF, I/O error, server shutdown); after it, and
+ * after net_raw_close(), the handle is dead. req is freed either way; on a
+ * NULL return (out of memory, or the connection already died) nothing was
+ * taken over and no callback will fire. */
+struct net_raw;
+struct net_raw_callbacks {
+    void (*on_read)(void *arg, const uint8_t *data, size_t len);
+    void (*on_close)(void *arg, const char *reason);
+};
+struct net_raw *net_http_upgrade(struct net_http_request *req, const void *head, size_t head_len,
+                                 const struct net_raw_callbacks *cb, void *arg);
+/* Queues len bytes (copied) for writing. Non-zero: the connection is broken
+ * (on_close follows on a later loop iteration). */
+int net_raw_write(struct net_raw *r, const void *data, size_t len);
+/* Bytes queued but not yet written to the socket (backpressure). */
+size_t net_raw_write_queued(const struct net_raw *r);
+/* Stops reading until resumed (backpressure on the input side). */
+void net_raw_pause(struct net_raw *r, bool is_paused);
+/* The peer's "ip:port" (or "unix"). */
+const char *net_raw_peer(const struct net_raw *r);
+uint64_t net_raw_id(const struct net_raw *r);
+/* Closes after the queued bytes are written; on_close does not fire. */
+void net_raw_close(struct net_raw *r, const char *reason);
+
 /* Decides how many body bytes one request may carry, from its head alone:
  * method, path, query, headers and is_local are set, the body is not (and
  * peer is not yet). `limit` is the listener's; return it to keep it. Runs on
