@@ -28,6 +28,8 @@ const char *exec_str_or_empty(const char *s)
 }
 
 static int vset_message(Concord__CommandResult *r, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static int vset_message(Concord__CommandResult *r, const char *fmt, va_list ap)
 {
     char buf[512];
     int n = vsnprintf(buf, sizeof buf, fmt, ap);

@@ -246,6 +246,10 @@ void admin_node_rename(struct admin_call *call);
 void admin_node_tags(struct admin_call *call);
 void admin_node_debug_create(struct admin_call *call);
 
+void admin_auth_register(struct admin_call *call);
+void admin_auth_reject(struct admin_call *call);
+void admin_auth_pending(struct admin_call *call);
+
 void admin_preauthkey_list(struct admin_call *call);
 void admin_preauthkey_create(struct admin_call *call);
 void admin_preauthkey_expire(struct admin_call *call);

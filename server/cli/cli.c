@@ -13,8 +13,8 @@
 #define CLI_DEFAULT_TIMEOUT_MS 120000
 
 static const struct cli_noun *const nouns[] = {
-    &cli_users_noun,  &cli_nodes_noun,   &cli_preauthkeys_noun, &cli_apikeys_noun,
-    &cli_policy_noun, &cli_cluster_noun, &cli_audit_noun,
+    &cli_users_noun,   &cli_nodes_noun,  &cli_auth_noun,    &cli_preauthkeys_noun,
+    &cli_apikeys_noun, &cli_policy_noun, &cli_cluster_noun, &cli_audit_noun,
 };
 
 /* Commands server/main.c runs itself; listed so that `concord help` is whole. */

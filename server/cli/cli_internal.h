@@ -151,6 +151,7 @@ struct cli_noun {
 
 extern const struct cli_noun cli_users_noun;
 extern const struct cli_noun cli_nodes_noun;
+extern const struct cli_noun cli_auth_noun;
 extern const struct cli_noun cli_preauthkeys_noun;
 extern const struct cli_noun cli_apikeys_noun;
 extern const struct cli_noun cli_policy_noun;

@@ -416,6 +416,7 @@ static void on_gc_timer(uv_timer_t *t)
 
     if (!c->is_key_recorded)
         propose_key(c);
+    ctl_close_stale_sessions(c);
     ctl_gc_ephemeral(c);
 }
 
@@ -525,6 +526,7 @@ int control_new(const struct control_options *opts, struct control **out, char *
         return -1;
     }
     c->opt = *opts;
+    c->started_unix_ms = ctl_now_ms();
     c->server_url = strdup(opts->server_url);
     c->base_domain = strdup(opts->dns.base_domain != NULL ? opts->dns.base_domain : "");
     c->nameservers = strings_copy(opts->dns.nameservers, opts->dns.n_nameservers);

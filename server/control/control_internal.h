@@ -126,6 +126,8 @@ struct control {
     uv_timer_t delta_timer;
     uv_timer_t gc_timer;
     bool is_key_recorded;
+    bool are_stale_sessions_closed;
+    int64_t started_unix_ms;
     bool is_key_rejected;
     struct mapenc_compressor *zstd;
     struct jw scratch;
@@ -157,6 +159,9 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
                           const Concord__CommandResult *result);
 /* Leader-only sweep of inactive ephemeral nodes. */
 void ctl_gc_ephemeral(struct control *c);
+/* Withdraws the sessions an earlier run of this replica never closed (it
+ * crashed); repeated on each tick until none is left. */
+void ctl_close_stale_sessions(struct control *c);
 
 /* ---- control.c ---- */
 void ctl_conn_close(struct ctl_conn *conn, const char *reason);

@@ -379,6 +379,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
         free_request(s, st);
         return 0;
     }
+    /* deliver() splits the block at NULs. nghttp2's field validation
+     * already refuses them; this keeps that invariant local. */
+    if (memchr(name, '\0', namelen) != NULL || memchr(value, '\0', valuelen) != NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (head_append(s, st, name, namelen) != 0 || head_append(s, st, value, valuelen) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream only */
     if (name[0] != ':')

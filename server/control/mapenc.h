@@ -26,7 +26,7 @@ struct mapenc_node_view {
     const Concord__Node *node;
     const char *base_domain; /* MagicDNS suffix without dots around it; "" or NULL: none */
     enum mapenc_presence presence;
-    int64_t now_unix_ms; /* for Expired */
+    int64_t now_unix_ms;      /* for Expired */
     const char *cap_map_json; /* raw JSON object for CapMap, NULL: omit */
 };
 

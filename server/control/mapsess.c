@@ -1047,6 +1047,14 @@ static void on_gc_deleted(void *arg, int status, const Concord__CommandResult *r
         LOG_INFO("control: deleted inactive ephemeral node %" PRIu64, result->id);
 }
 
+static void on_stale_closed(void *arg, int status, const Concord__CommandResult *result)
+{
+    (void)arg;
+    if (status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK)
+        LOG_INFO("control: closed a session of node %" PRIu64 " left by an earlier run",
+                 result->id);
+}
+
 void ctl_gc_ephemeral(struct control *c)
 {
     struct cluster_status st;
@@ -1074,6 +1082,61 @@ void ctl_gc_ephemeral(struct control *c)
         cmd->op_case = CONCORD__COMMAND__OP_DELETE_NODE;
         cmd->delete_node = op;
         if (cluster_submit(c->opt.cluster, cmd, on_gc_deleted, NULL) != 0)
+            concord__command__free_unpacked(cmd, NULL);
+    }
+}
+
+/* ---- sessions a previous run of this replica left behind ---- */
+
+struct stale_walk {
+    const struct control *c;
+    Concord__Session found[64];
+    size_t n;
+};
+
+static int stale_consider(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Session *s = (const Concord__Session *)record;
+    struct stale_walk *w = arg;
+
+    if (s->replica_id != w->c->opt.replica_id || s->opened_unix_ms >= w->c->started_unix_ms)
+        return 0;
+    w->found[w->n++] = *s;
+    return w->n == sizeof w->found / sizeof w->found[0] ? 1 : 0;
+}
+
+void ctl_close_stale_sessions(struct control *c)
+{
+    struct stale_walk w = {.c = c};
+    struct store_txn *t;
+
+    if (c->are_stale_sessions_closed || c->is_closing ||
+        store_txn_begin(c->opt.store, false, &t) != 0)
+        return;
+    store_session_each(t, stale_consider, &w);
+    store_txn_abort(t);
+    if (w.n == 0) {
+        c->are_stale_sessions_closed = true;
+        return;
+    }
+    /* Proposed again on the next tick until none is left (a lost proposal
+     * is harmless: closing a closed session changes nothing). */
+    for (size_t i = 0; i < w.n; i++) {
+        Concord__Command *cmd = ctl_command_new(c);
+        Concord__CloseSession *op = calloc(1, sizeof *op);
+
+        if (cmd == NULL || op == NULL) {
+            free(op);
+            if (cmd != NULL)
+                concord__command__free_unpacked(cmd, NULL);
+            return;
+        }
+        concord__close_session__init(op);
+        op->node_id = w.found[i].node_id;
+        op->session_id = w.found[i].session_id;
+        cmd->op_case = CONCORD__COMMAND__OP_CLOSE_SESSION;
+        cmd->close_session = op;
+        if (cluster_submit(c->opt.cluster, cmd, on_stale_closed, NULL) != 0)
             concord__command__free_unpacked(cmd, NULL);
     }
 }

@@ -11,12 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_ERRMSG_BYTES      256
-#define WIRE_MAX_HOSTINFO      (32 * 1024) /* compact JSON of Hostinfo */
-#define WIRE_MAX_ENDPOINTS     64
-#define WIRE_MAX_TAGS          64
-#define WIRE_MAX_ROUTES        256
-#define WIRE_MAX_STRING        256 /* hostname, auth key, tags, endpoints, followup URL */
+#define WIRE_ERRMSG_BYTES  256
+#define WIRE_MAX_HOSTINFO  (32 * 1024) /* compact JSON of Hostinfo */
+#define WIRE_MAX_ENDPOINTS 64
+#define WIRE_MAX_TAGS      64
+#define WIRE_MAX_ROUTES    256
+#define WIRE_MAX_STRING    256 /* hostname, auth key, tags, endpoints, followup URL */
 
 /* Parses an RFC 3339 time ("2026-08-22T10:00:00.123456789Z",
  * "1969-12-31T19:02:03-05:00") to Unix milliseconds (floor). Go's zero time
@@ -28,12 +28,12 @@ bool wire_parse_time(const char *text, int64_t *unix_ms);
 struct wire_hostinfo {
     char *json; /* NULL when absent or null */
     size_t json_len;
-    char *hostname;     /* Hostname, NULL if absent or empty */
-    char *os;           /* OS, NULL if absent */
-    int32_t preferred_derp;  /* NetInfo.PreferredDERP, 0 if absent */
-    char **request_tags;     /* RequestTags */
+    char *hostname;         /* Hostname, NULL if absent or empty */
+    char *os;               /* OS, NULL if absent */
+    int32_t preferred_derp; /* NetInfo.PreferredDERP, 0 if absent */
+    char **request_tags;    /* RequestTags */
     size_t n_request_tags;
-    char **routable_ips;     /* RoutableIPs, each a valid CIDR prefix */
+    char **routable_ips; /* RoutableIPs, each a valid CIDR prefix */
     size_t n_routable_ips;
 };
 

@@ -102,6 +102,9 @@ class Replica:
             "data_dir: %s" % os.path.join(self.dir, "data"),
             "log:",
             "  level: %s" % os.environ.get("CONCORD_TEST_LOG_LEVEL", "info"),
+            "noise:",
+            "  private_key_path: %s" % self.cluster.noise_key_path,
+        ] + self.cluster.extra_config + [
             "cluster:",
             "  id: %d" % self.id,
             "  raft_listen_addr: %s" % self.raft_address,
@@ -190,14 +193,20 @@ class Replica:
 
 class Cluster:
     def __init__(self, n=3, snapshot_threshold=4096, snapshot_trailing=8192,
-                 election_timeout_ms=1000, heartbeat_timeout_ms=100):
+                 election_timeout_ms=1000, heartbeat_timeout_ms=100, extra_config=None):
+        """extra_config: YAML lines for top-level sections other than
+        log, noise and cluster (e.g. derp:, dns:)."""
         self.dir = tempfile.mkdtemp(prefix="concord-it-")
+        self.extra_config = list(extra_config or [])
         self.snapshot_threshold = snapshot_threshold
         self.snapshot_trailing = snapshot_trailing
         self.election_timeout_ms = election_timeout_ms
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.secret_path = os.path.join(self.dir, "cluster.secret")
         subprocess.run([BIN, "generate", "cluster-secret", "-o", self.secret_path], check=True,
+                       capture_output=True)
+        self.noise_key_path = os.path.join(self.dir, "noise_private.key")
+        subprocess.run([BIN, "generate", "private-key", "-o", self.noise_key_path], check=True,
                        capture_output=True)
         self.replicas = {}
         for rid in range(1, n + 1):

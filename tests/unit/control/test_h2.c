@@ -350,10 +350,12 @@ static int client_request(struct pair *p, const char *method, const char *path, 
         NV(":method", method),       NV(":scheme", "https"),      NV(":path", path),
         NV(":authority", "control"), NV("ts-lb", "nodekey:ab12"),
     };
-    struct response *r = &p->resp[p->n_resp];
-    nghttp2_data_provider upload = {.source.ptr = r, .read_callback = read_upload};
+    struct response *r;
+    nghttp2_data_provider upload = {.read_callback = read_upload};
 
     assert_true(p->n_resp < MAX_STREAMS);
+    r = &p->resp[p->n_resp];
+    upload.source.ptr = r;
     r->upload = body;
     r->upload_len = len;
     r->id = nghttp2_submit_request(p->client, NULL, nv, sizeof nv / sizeof nv[0],
