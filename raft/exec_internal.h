@@ -43,7 +43,9 @@ int exec_allocate_ip_offset(struct exec *x, uint32_t *offset);
 /* Node names: hostname -> DNS label, made unique with -1, -2, ... */
 void exec_given_name_base(const char *hostname, char out[GIVEN_NAME_MAX + 1]);
 int exec_given_name_is_taken(struct exec *x, const char *name, uint64_t except_id, bool *is_taken);
-int exec_unique_given_name(struct exec *x, const char *base, char out[GIVEN_NAME_MAX + 1]);
+/* Names held by except_id (the node being renamed) count as free. */
+int exec_unique_given_name(struct exec *x, const char *base, uint64_t except_id,
+                           char out[GIVEN_NAME_MAX + 1]);
 int exec_node_key_is_taken(struct exec *x, const uint8_t *key, bool is_machine, bool *is_taken);
 /* NOTFOUND result (and *out NULL) when the node does not exist. */
 int exec_get_node(struct exec *x, uint64_t id, Concord__Node **out);

@@ -630,7 +630,8 @@ int exec_given_name_is_taken(struct exec *x, const char *name, uint64_t except_i
 }
 
 /* base, then base-1, base-2, ... (the base shortened so the whole fits 63). */
-int exec_unique_given_name(struct exec *x, const char *base, char out[GIVEN_NAME_MAX + 1])
+int exec_unique_given_name(struct exec *x, const char *base, uint64_t except_id,
+                           char out[GIVEN_NAME_MAX + 1])
 {
     bool is_taken;
     int rv;
@@ -641,7 +642,7 @@ int exec_unique_given_name(struct exec *x, const char *base, char out[GIVEN_NAME
         size_t tail_len;
         size_t keep;
 
-        rv = exec_given_name_is_taken(x, out, 0, &is_taken);
+        rv = exec_given_name_is_taken(x, out, except_id, &is_taken);
         if (rv != 0 || !is_taken)
             return rv;
         tail_len = (size_t)snprintf(tail, sizeof tail, "-%lu", suffix);
@@ -705,7 +706,7 @@ static int create_node(struct exec *x)
     if (offset == 0)
         return exec_fail(x, CLUSTER_RESULT_CONFLICT, "no free address left in 100.64.0.0/10");
     exec_given_name_base(exec_str_or_empty(op->hostname), base);
-    rv = exec_unique_given_name(x, base, given);
+    rv = exec_unique_given_name(x, base, 0, given);
     if (rv != 0)
         return rv;
     rv = store_next_id(x->t, "node", &id);

@@ -53,7 +53,7 @@ static int node_create(struct exec *x, const struct registration *r, uint64_t *i
     if (offset == 0)
         return exec_fail(x, CLUSTER_RESULT_CONFLICT, "no free address left in 100.64.0.0/10");
     exec_given_name_base(r->hostname, base);
-    rv = exec_unique_given_name(x, base, given);
+    rv = exec_unique_given_name(x, base, 0, given);
     if (rv == 0)
         rv = store_next_id(x->t, "node", id);
     if (rv != 0)
@@ -160,10 +160,11 @@ out:
     return rv;
 }
 
-/* Checks the pre-auth key at the command's time and marks it used. Its owner
- * and tags are authoritative: they overwrite whatever the proposer sent. */
-static int consume_preauthkey(struct exec *x, struct registration *r, Concord__PreAuthKey **out,
-                              bool *is_ok)
+/* Checks the pre-auth key at the command's time; the caller marks it used
+ * once the registration succeeded. Its owner and tags are authoritative:
+ * they overwrite whatever the proposer sent. */
+static int check_preauthkey(struct exec *x, struct registration *r, Concord__PreAuthKey **out,
+                            bool *is_ok)
 {
     Concord__PreAuthKey *k = NULL;
     int64_t now = x->cmd->proposed_unix_ms;
@@ -183,12 +184,6 @@ static int consume_preauthkey(struct exec *x, struct registration *r, Concord__P
     if (!k->reusable && k->used) {
         store_record_free(k);
         return exec_fail(x, CLUSTER_RESULT_PRECONDITION, "pre-auth key has already been used");
-    }
-    k->used = true;
-    rv = store_preauthkey_put(x->t, k);
-    if (rv != 0) {
-        store_record_free(k);
-        return rv;
     }
     r->user_id = k->user_id;
     r->tags = k->tags;
@@ -223,9 +218,13 @@ int exec_register_node(struct exec *x)
     int rv = 0;
 
     if (r.auth_key_id != 0)
-        rv = consume_preauthkey(x, &r, &key, &is_ok);
+        rv = check_preauthkey(x, &r, &key, &is_ok);
     if (rv == 0 && is_ok)
         rv = node_register(x, &r);
+    if (rv == 0 && key != NULL && x->result->code == CLUSTER_RESULT_OK) {
+        key->used = true;
+        rv = store_preauthkey_put(x->t, key);
+    }
     store_record_free(key);
     return rv;
 }
@@ -369,7 +368,7 @@ static int apply_hostname(struct exec *x, Concord__Node *n, const char *hostname
     if (rv != 0)
         return rv;
     if (is_taken) {
-        rv = exec_unique_given_name(x, base, given);
+        rv = exec_unique_given_name(x, base, n->id, given);
         if (rv != 0)
             return rv;
     } else {

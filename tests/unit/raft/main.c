@@ -21,6 +21,7 @@ int main(void)
 
     failed += test_codec_run();
     failed += test_execute_run();
+    failed += test_execute_control_run();
     failed += test_fsm_run();
     failed += test_fixture_run();
     failed += test_cluster_run();

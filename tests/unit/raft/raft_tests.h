@@ -34,6 +34,7 @@ Concord__Command *cmd_create_user(const char *name, const uint8_t *request_id);
 
 int test_codec_run(void);
 int test_execute_run(void);
+int test_execute_control_run(void);
 int test_fsm_run(void);
 int test_fixture_run(void);
 int test_cluster_run(void);
