@@ -217,9 +217,14 @@ static const struct cfg_check nameserver_items = {
  * parse back. */
 static const struct cfg_row rows[] = {
     {"server_url", CFG_URL, OFF(server_url), DERIVED, NULL, 0, 0, NULL, NULL,
-     "URL clients use to reach this server; default http://<listen_addr>"},
+     "URL clients use to reach this server; default http://<listen_addr>, https:// with TLS"},
     {"listen_addr", CFG_ADDR, OFF(listen_addr), TEXT, "127.0.0.1:8080", 0, 0, NULL, NULL,
      "TCP address of the client and admin HTTP listener"},
+    {"tls_cert_path", CFG_STRING, OFF(tls_cert_path), TEXT, "", 0, 0, NULL, NULL,
+     "PEM certificate chain (leaf first) for TLS on listen_addr, with tls_key_path; \"\": plain "
+     "HTTP. Checked against the key at start"},
+    {"tls_key_path", CFG_STRING, OFF(tls_key_path), TEXT, "", 0, 0, NULL, NULL,
+     "PEM private key (unencrypted) of tls_cert_path; set both or neither"},
     {"unix_socket", CFG_STRING, OFF(unix_socket), TEXT, "/var/run/concord/concord.sock", 0, 0, NULL,
      NULL, "Unix socket of the local CLI, trusted by file permissions; \"\" disables it"},
     {"unix_socket_permission", CFG_OCTAL, OFF(unix_socket_permission), TEXT, "0770", 0, 0777, NULL,
@@ -796,7 +801,9 @@ static int derive_defaults(struct parse_ctx *ctx)
     struct config *cfg = ctx->cfg;
     size_t dir_len = strlen(cfg->data_dir);
 
-    if (cfg->server_url == NULL && set_concat(&cfg->server_url, "http://", cfg->listen_addr) != 0)
+    if (cfg->server_url == NULL &&
+        set_concat(&cfg->server_url, cfg->tls_cert_path[0] != '\0' ? "https://" : "http://",
+                   cfg->listen_addr) != 0)
         return CONFIG_NOMEM;
     if (cfg->cluster.advertise_http_addr == NULL) {
         if (is_wildcard(cfg->listen_addr))
@@ -840,6 +847,12 @@ static int check_relations(struct parse_ctx *ctx)
         return fail(ctx, ctx->line[row_index("cluster.initial_members")], "cluster.initial_members",
                     "does not include this replica (cluster.id %llu)",
                     (unsigned long long)cfg->cluster.id);
+    if ((cfg->tls_cert_path[0] == '\0') != (cfg->tls_key_path[0] == '\0')) {
+        const char *missing = cfg->tls_cert_path[0] == '\0' ? "tls_cert_path" : "tls_key_path";
+        const char *given = cfg->tls_cert_path[0] == '\0' ? "tls_key_path" : "tls_cert_path";
+
+        return fail(ctx, ctx->line[row_index(given)], missing, "required with %s", given);
+    }
     /* Node names are <node>.<base_domain>: MagicDNS needs a domain. */
     if (cfg->dns.magic_dns && cfg->dns.base_domain[0] == '\0')
         return fail(ctx, ctx->line[row_index("dns.base_domain")], "dns.base_domain",

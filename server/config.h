@@ -51,6 +51,8 @@ struct config_strings {
 struct config {
     char *server_url;
     char *listen_addr;
+    char *tls_cert_path; /* "" (with tls_key_path ""): plain HTTP on listen_addr */
+    char *tls_key_path;
     char *unix_socket; /* "" disables the Unix socket */
     unsigned unix_socket_permission;
     char *data_dir;

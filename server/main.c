@@ -501,6 +501,8 @@ static int replica_start_http(struct replica *r)
     };
     struct net_http_server_options http_opts = {
         .tcp_address = cfg->listen_addr,
+        .tls_cert_path = cfg->tls_cert_path[0] != '\0' ? cfg->tls_cert_path : NULL,
+        .tls_key_path = cfg->tls_key_path[0] != '\0' ? cfg->tls_key_path : NULL,
         .unix_path = cfg->unix_socket[0] != '\0' ? cfg->unix_socket : NULL,
         .unix_mode = cfg->unix_socket_permission,
         .max_body_bytes = (size_t)cfg->http.max_body_bytes,

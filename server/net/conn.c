@@ -14,7 +14,15 @@
  * Failure: a read or write error, the deadline timer or server shutdown calls
  * net_conn_close(); a request still with the handler is detached, so its
  * net_http_respond() only frees it. Memory is freed when the last handle has
- * closed. */
+ * closed.
+ * TLS (TCP listener with a certificate): the states stay the same, only the
+ * bytes change at the socket's edge. Records read are decrypted into the
+ * same buffer plain bytes would have gone to, the handshake running inside
+ * the first reads (in READING, under its deadline); everything written, the
+ * raw stream included, is encrypted first, and the records go to the socket
+ * at once in the order the session produced them. A failed handshake or a
+ * bad record closes the connection. Plain connections take none of these
+ * detours. */
 #include "server/net/net_internal.h"
 
 #include <assert.h>
@@ -63,6 +71,7 @@ static const bool transitions[NET_CONN_N_STATES][NET_CONN_N_STATES] = {
 
 struct net_conn {
     union net_stream sock; /* sock.handle.data == this */
+    struct net_tls *tls;   /* NULL: plain (always on the Unix socket) */
     uv_timer_t deadline;   /* one timer, re-armed on each state change */
     enum net_conn_state state;
     unsigned open_handles;
@@ -133,6 +142,7 @@ static void conn_on_close(uv_handle_t *h)
     if (c->next != NULL)
         c->next->prev = c->prev;
     net_request_parser_free(c->parser);
+    net_tls_free(c->tls);
     free(c->in);
     free(c);
     net_server_maybe_finish(s);
@@ -165,26 +175,149 @@ void net_conn_close_all(struct net_http_server *s)
         net_conn_close(c, "server closing");
 }
 
+/* ---- writes that carry their own bytes: raw streams, TLS records ---- */
+
+struct queued_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
+static void queued_on_written(uv_write_t *w, int status)
+{
+    struct net_conn *c = w->handle->data;
+
+    free(w);
+    if (status < 0 && c->state != NET_CONN_CLOSING)
+        net_conn_close(c, uv_err_name(status));
+}
+
+/* Writes the len bytes of w, which the write callback frees. */
+static int queued_write_start(struct net_conn *c, struct queued_write *w, size_t len)
+{
+    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
+
+    if (uv_write(&w->req, &c->sock.stream, &buf, 1, queued_on_written) != 0) {
+        free(w);
+        return NET_CLOSED;
+    }
+    return 0;
+}
+
+/* Writes everything the TLS session has for the peer. */
+static int tls_flush(struct net_conn *c)
+{
+    size_t len = net_tls_pending(c->tls);
+    struct queued_write *w;
+
+    if (len == 0)
+        return 0;
+    w = malloc(sizeof *w + len);
+    if (w == NULL)
+        return NET_NOMEM;
+    net_tls_take(c->tls, w->data, len);
+    return queued_write_start(c, w, len);
+}
+
+/* TLS: replaces the *len bytes of plaintext in c->out by their records, after
+ * anything the session still had to send. */
+static int tls_seal(struct net_conn *c, size_t *len)
+{
+    int rv = net_tls_write(c->tls, c->out, *len);
+    char *records;
+
+    if (rv != 0)
+        return rv;
+    *len = net_tls_pending(c->tls);
+    records = malloc(*len);
+    if (records == NULL)
+        return NET_NOMEM;
+    net_tls_take(c->tls, (uint8_t *)records, *len);
+    free(c->out);
+    c->out = records;
+    return 0;
+}
+
+/* Writes a copy of data, encrypted on a TLS connection. */
+static int conn_queue(struct net_conn *c, const void *data, size_t len)
+{
+    struct queued_write *w;
+    int rv;
+
+    if (len == 0)
+        return 0;
+    if (c->tls != NULL) {
+        rv = net_tls_write(c->tls, data, len);
+        return rv != 0 ? rv : tls_flush(c);
+    }
+    w = malloc(sizeof *w + len);
+    if (w == NULL)
+        return NET_NOMEM;
+    memcpy(w->data, data, len);
+    return queued_write_start(c, w, len);
+}
+
+/* ---- reading ---- */
+
+/* Makes room for at least `room` bytes after the buffered ones, growing the
+ * buffer to a whole read chunk past them. */
+static int conn_reserve(struct net_conn *c, size_t room)
+{
+    if (c->in_cap - c->in_len < room) {
+        size_t cap = c->in_len + READ_CHUNK_BYTES;
+        uint8_t *bigger = realloc(c->in, cap);
+
+        if (bigger == NULL)
+            return NET_NOMEM;
+        c->in = bigger;
+        c->in_cap = cap;
+    }
+    return 0;
+}
+
 static void conn_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct net_conn *c = h->data;
 
     (void)suggested;
-    if (c->in_cap - c->in_len < READ_CHUNK_BYTES) {
-        size_t cap = c->in_len + READ_CHUNK_BYTES;
-        uint8_t *bigger = realloc(c->in, cap);
-
-        if (bigger == NULL) {
-            *buf = uv_buf_init(NULL, 0); /* the read callback gets UV_ENOBUFS */
-            return;
-        }
-        c->in = bigger;
-        c->in_cap = cap;
+    if (conn_reserve(c, READ_CHUNK_BYTES) != 0) {
+        *buf = uv_buf_init(NULL, 0); /* the read callback gets UV_ENOBUFS */
+        return;
     }
     *buf = uv_buf_init((char *)c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
 
 static void conn_process_input(struct net_conn *c);
+
+/* TLS: the n bytes of records just read sit at c->in + c->in_len, where
+ * their plaintext belongs; the session copies them before decrypting in
+ * their place. Sends what the session has to say (handshake messages).
+ * Non-zero: c is closing. */
+static int tls_decrypt(struct net_conn *c, size_t n)
+{
+    size_t got = 1;
+    int rv = net_tls_feed(c->tls, c->in + c->in_len, n);
+
+    while (rv == 0 && got > 0) {
+        rv = conn_reserve(c, 1);
+        if (rv == 0)
+            rv = net_tls_read(c->tls, c->in + c->in_len, c->in_cap - c->in_len, &got);
+        if (rv == 0)
+            c->in_len += got;
+    }
+    if (rv == NET_PROTOCOL) {
+        /* The alert, if the session made one, tells the peer why; with the
+         * write queue empty, as it is during a handshake, uv_write() hands
+         * it to the kernel before the close. */
+        tls_flush(c);
+        net_conn_close(c, net_tls_errmsg(c->tls));
+        return rv;
+    }
+    if (rv == 0)
+        rv = tls_flush(c);
+    if (rv != 0)
+        net_conn_close(c, net_strerror(rv));
+    return rv;
+}
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
@@ -199,7 +332,12 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
     }
     if (c->state == NET_CONN_DRAINING)
         return; /* dropped: the buffer space is offered again */
-    c->in_len += (size_t)nread;
+    if (c->tls == NULL)
+        c->in_len += (size_t)nread;
+    else if (tls_decrypt(c, (size_t)nread) != 0)
+        return; /* c is closing */
+    if (c->in_len == 0)
+        return; /* TLS records without plaintext, e.g. the handshake */
     if (c->state == NET_CONN_RAW) {
         size_t len = c->in_len;
 
@@ -231,6 +369,14 @@ static void conn_drain(struct net_conn *c)
     int rv;
 
     conn_set_state(c, NET_CONN_DRAINING);
+    if (c->tls != NULL) {
+        net_tls_close_notify(c->tls);
+        rv = tls_flush(c);
+        if (rv != 0) {
+            net_conn_close(c, net_strerror(rv));
+            return;
+        }
+    }
     rv = uv_shutdown(&c->shutdown_req, &c->sock.stream, conn_on_shutdown);
     if (rv != 0) {
         net_conn_close(c, uv_err_name(rv));
@@ -278,6 +424,7 @@ static void conn_write_response(struct net_conn *c, int status, const char *cont
     const char *reason = http_status_str((enum http_status)status);
     int head_len = snprintf(NULL, 0, fmt, status, reason, ct_open, ct, ct_close, content_length,
                             connection, extra);
+    size_t out_len;
     uv_buf_t buf;
     int rv;
 
@@ -294,9 +441,19 @@ static void conn_write_response(struct net_conn *c, int status, const char *cont
              content_length, connection, extra);
     if (body_len > 0)
         memcpy(c->out + head_len, body, body_len);
+    out_len = (size_t)head_len + body_len;
+    if (c->tls != NULL) {
+        rv = tls_seal(c, &out_len);
+        if (rv != 0) {
+            free(c->out);
+            c->out = NULL;
+            net_conn_close(c, rv == NET_PROTOCOL ? net_tls_errmsg(c->tls) : net_strerror(rv));
+            return;
+        }
+    }
     c->close_after_write = !keep_alive;
     conn_set_state(c, NET_CONN_WRITING);
-    buf = uv_buf_init(c->out, (unsigned)((size_t)head_len + body_len));
+    buf = uv_buf_init(c->out, (unsigned)out_len);
     rv = uv_write(&c->write_req, &c->sock.stream, &buf, 1, conn_on_written);
     if (rv != 0) {
         free(c->out);
@@ -317,8 +474,15 @@ static void conn_write_continue(struct net_conn *c)
 {
     static char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t buf = uv_buf_init(interim, sizeof interim - 1);
-    int rv = uv_write(&c->continue_req, &c->sock.stream, &buf, 1, conn_on_continue_written);
+    int rv;
 
+    if (c->tls != NULL) {
+        rv = conn_queue(c, interim, sizeof interim - 1);
+        if (rv != 0)
+            net_conn_close(c, net_strerror(rv));
+        return;
+    }
+    rv = uv_write(&c->continue_req, &c->sock.stream, &buf, 1, conn_on_continue_written);
     if (rv != 0)
         net_conn_close(c, uv_err_name(rv));
 }
@@ -399,41 +563,6 @@ void net_http_respond(struct net_http_request *req, int status, const char *cont
 
 /* ---- switched protocols (struct net_raw is a struct net_conn in RAW) ---- */
 
-struct raw_write {
-    uv_write_t req;
-    uint8_t data[];
-};
-
-static void raw_on_written(uv_write_t *w, int status)
-{
-    struct net_conn *c = w->handle->data;
-
-    free(w);
-    if (status < 0 && c->state != NET_CONN_CLOSING)
-        net_conn_close(c, uv_err_name(status));
-}
-
-static int raw_queue(struct net_conn *c, const void *data, size_t len)
-{
-    struct raw_write *w;
-    uv_buf_t buf;
-    int rv;
-
-    if (len == 0)
-        return 0;
-    w = malloc(sizeof *w + len);
-    if (w == NULL)
-        return NET_NOMEM;
-    memcpy(w->data, data, len);
-    buf = uv_buf_init((char *)w->data, (unsigned)len);
-    rv = uv_write(&w->req, &c->sock.stream, &buf, 1, raw_on_written);
-    if (rv != 0) {
-        free(w);
-        return NET_CLOSED;
-    }
-    return 0;
-}
-
 struct net_raw *net_http_upgrade(struct net_http_request *req, const void *head, size_t head_len,
                                  const struct net_raw_callbacks *cb, void *arg)
 {
@@ -445,7 +574,7 @@ struct net_raw *net_http_upgrade(struct net_http_request *req, const void *head,
         return NULL;
     assert(c->req == req && c->state == NET_CONN_HANDLING);
     c->req = NULL;
-    if (raw_queue(c, head, head_len) != 0) {
+    if (conn_queue(c, head, head_len) != 0) {
         net_conn_close(c, "cannot write the upgrade response");
         return NULL;
     }
@@ -470,7 +599,7 @@ int net_raw_write(struct net_raw *r, const void *data, size_t len)
 
     if (c->state != NET_CONN_RAW)
         return NET_CLOSED;
-    rv = raw_queue(c, data, len);
+    rv = conn_queue(c, data, len);
     if (rv != 0)
         net_conn_close(c, net_strerror(rv));
     return rv;
@@ -594,8 +723,15 @@ void net_conn_accept(struct net_http_server *s, uv_stream_t *listener, bool is_l
             net_address_format((struct sockaddr *)&peer, c->peer, sizeof c->peer);
         else
             snprintf(c->peer, sizeof c->peer, "unknown");
+        if (s->tls != NULL) {
+            c->tls = net_tls_new(s->tls, c->id);
+            if (c->tls == NULL) {
+                net_conn_close(c, "out of memory");
+                return;
+            }
+        }
     }
-    LOG_DEBUG("http conn=%" PRIu64 " open peer=%s", c->id, c->peer);
+    LOG_DEBUG("http conn=%" PRIu64 " open peer=%s%s", c->id, c->peer, c->tls != NULL ? " tls" : "");
     uv_timer_start(&c->deadline, conn_on_deadline, s->idle_timeout_ms, 0);
     conn_start_reading(c);
     return;

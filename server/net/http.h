@@ -1,6 +1,6 @@
 /* server/net/http.h: the HTTP/1.1 server (TCP and Unix socket listeners on
- * libuv, parsed with http-parser) and a small asynchronous HTTP/1.1 client for
- * replica-to-replica requests.
+ * libuv, parsed with http-parser; optionally TLS on TCP, with OpenSSL) and a
+ * small asynchronous HTTP/1.1 client for replica-to-replica requests.
  *
  * Server: each complete request is handed to the handler as a heap object the
  * handler owns until it calls net_http_respond() exactly once, now or later
@@ -25,7 +25,8 @@
     X(NET_TIMEOUT, "timed out")                                                                    \
     X(NET_PROTOCOL, "malformed HTTP")                                                              \
     X(NET_TOOBIG, "message too large")                                                             \
-    X(NET_CLOSED, "connection closed")
+    X(NET_CLOSED, "connection closed")                                                             \
+    X(NET_TLS, "unusable TLS certificate or key")
 
 enum net_code {
 #define X(code, msg) code,
@@ -88,7 +89,8 @@ struct net_raw *net_http_upgrade(struct net_http_request *req, const void *head,
 /* Queues len bytes (copied) for writing. Non-zero: the connection is broken
  * (on_close follows on a later loop iteration). */
 int net_raw_write(struct net_raw *r, const void *data, size_t len);
-/* Bytes queued but not yet written to the socket (backpressure). */
+/* Bytes queued but not yet written to the socket (backpressure); over TLS,
+ * the bytes of the records. */
 size_t net_raw_write_queued(const struct net_raw *r);
 /* Stops reading until resumed (backpressure on the input side). */
 void net_raw_pause(struct net_raw *r, bool is_paused);
@@ -108,9 +110,15 @@ typedef size_t (*net_http_body_limit_cb)(void *arg, const struct net_http_reques
 
 struct net_http_server_options {
     const char *tcp_address; /* "host:port"; NULL: no TCP listener */
-    const char *unix_path;   /* NULL: no Unix socket */
-    unsigned unix_mode;      /* e.g. 0770 */
-    size_t max_body_bytes;   /* TCP: larger bodies get 413 without reaching the handler */
+    /* PEM files: certificate chain (leaf first) and its unencrypted private
+     * key. Both set: the TCP listener speaks only TLS (1.2 or later, ALPN
+     * "http/1.1"), upgraded streams included; both NULL: plain HTTP. The
+     * Unix socket is never TLS. */
+    const char *tls_cert_path;
+    const char *tls_key_path;
+    const char *unix_path; /* NULL: no Unix socket */
+    unsigned unix_mode;    /* e.g. 0770 */
+    size_t max_body_bytes; /* TCP: larger bodies get 413 without reaching the handler */
     /* The Unix socket's body limit (it is trusted by file permissions, and
      * carries snapshot restores); 0: max_body_bytes. */
     size_t max_local_body_bytes;

@@ -1,6 +1,7 @@
 /* server/net/net_internal.h: what the files of server/net/ share and nobody
- * else sees: the request's bookkeeping, the server object, and the calls
- * between the listener (server.c) and its connections (conn.c). */
+ * else sees: the request's bookkeeping, the server object, the calls
+ * between the listener (server.c) and its connections (conn.c), and the TLS
+ * sessions those connections use (tls.c). */
 #ifndef CONCORD_SERVER_NET_NET_INTERNAL_H
 #define CONCORD_SERVER_NET_NET_INTERNAL_H
 
@@ -13,6 +14,7 @@
 #include "server/net/http.h"
 
 struct net_conn;
+struct net_tls_ctx;
 
 /* Behind net_http_request.internal. conn and the connection's pointer back
  * to the request are nulled together when either side goes away first. */
@@ -57,9 +59,10 @@ struct net_http_server {
     uv_pipe_t pipe;
     bool has_tcp;
     bool has_pipe;
-    char *unix_path;       /* removed again on close */
-    int port;              /* bound TCP port */
-    unsigned open_handles; /* listeners (and the reject handle) not yet closed */
+    struct net_tls_ctx *tls; /* NULL: the TCP listener is plain HTTP */
+    char *unix_path;         /* removed again on close */
+    int port;                /* bound TCP port */
+    unsigned open_handles;   /* listeners (and the reject handle) not yet closed */
     /* Accepts and closes a connection when no memory is left for a real one,
      * so that the listener does not stall with the pending socket. */
     union net_stream reject;
@@ -80,5 +83,40 @@ void net_conn_close_all(struct net_http_server *s);
 /* Called by conn.c after a connection left s->conns: finishes a pending
  * server close once nothing is open any more (server.c). */
 void net_server_maybe_finish(struct net_http_server *s);
+
+/* ---- TLS (tls.c): OpenSSL sessions over memory buffers. The connection
+ * keeps doing the socket I/O: it feeds the records it reads and reads
+ * plaintext back; it writes plaintext and sends the records that come out. */
+
+/* Loads the PEM certificate chain and unencrypted private key and checks
+ * that they belong together. NET_TLS with the file and the reason in errmsg
+ * (256 bytes), or NET_NOMEM. */
+int net_tls_ctx_new(const char *cert_path, const char *key_path, struct net_tls_ctx **out,
+                    char *errmsg);
+void net_tls_ctx_free(struct net_tls_ctx *ctx); /* NULL is fine */
+
+/* One server-side session; conn_id appears in its log lines. NULL: out of
+ * memory. */
+struct net_tls;
+struct net_tls *net_tls_new(struct net_tls_ctx *ctx, uint64_t conn_id);
+void net_tls_free(struct net_tls *t); /* NULL is fine */
+/* Takes len bytes received from the peer (copied). 0 or NET_NOMEM. */
+int net_tls_feed(struct net_tls *t, const uint8_t *data, size_t len);
+/* Decrypts at most cap bytes of what was fed, running the handshake first.
+ * 0 with *got 0 when more must be fed, or when the peer has ended TLS with
+ * close_notify (nothing follows but its EOF). NET_PROTOCOL on a failed
+ * handshake or a bad record: the session is dead, net_tls_errmsg() says
+ * why. */
+int net_tls_read(struct net_tls *t, uint8_t *buf, size_t cap, size_t *got);
+/* Encrypts all len bytes (once the handshake is done). 0 or NET_PROTOCOL. */
+int net_tls_write(struct net_tls *t, const void *data, size_t len);
+/* Queues the close_notify alert, if the handshake was done. */
+void net_tls_close_notify(struct net_tls *t);
+/* Bytes waiting to be sent to the peer: handshake messages, records, alerts;
+ * net_tls_take() moves the first len (at most that many) into buf. */
+size_t net_tls_pending(const struct net_tls *t);
+void net_tls_take(struct net_tls *t, uint8_t *buf, size_t len);
+/* Why the last call failed, "tls: <reason>". */
+const char *net_tls_errmsg(const struct net_tls *t);
 
 #endif

@@ -1,7 +1,8 @@
 /* server/net/server.c: the listeners of the HTTP server.
- * Happy path: bind the TCP address and the Unix socket (a stale socket file is
- * removed first, the new one gets unix_mode before anyone can connect), then
- * hand each accepted socket to a connection (conn.c).
+ * Happy path: load the TLS certificate and key if given (tls.c), bind the TCP
+ * address and the Unix socket (a stale socket file is removed first, the new
+ * one gets unix_mode before anyone can connect), then hand each accepted
+ * socket to a connection (conn.c).
  * Shutdown: net_http_server_close() closes the listeners and every
  * connection; the server is freed, and the caller told, once the last handle
  * has closed. A failed start closes what it opened the same way, silently. */
@@ -40,6 +41,7 @@ void net_server_maybe_finish(struct net_http_server *s)
         return;
     if (s->close_cb != NULL)
         s->close_cb(s->close_arg);
+    net_tls_ctx_free(s->tls);
     free(s->unix_path);
     free(s);
 }
@@ -182,6 +184,17 @@ int net_http_server_new(uv_loop_t *loop, const struct net_http_server_options *o
     s->max_header_bytes = opts->max_header_bytes;
     s->idle_timeout_ms = opts->idle_timeout_ms;
     s->next_conn_id = 1;
+    if ((opts->tls_cert_path == NULL) != (opts->tls_key_path == NULL)) {
+        set_errmsg(errmsg, "TLS needs both a certificate and a private key");
+        rv = NET_TLS;
+        goto err_after_alloc;
+    }
+    /* Before listening: a bad file must fail the start, not each handshake. */
+    if (opts->tls_cert_path != NULL) {
+        rv = net_tls_ctx_new(opts->tls_cert_path, opts->tls_key_path, &s->tls, errmsg);
+        if (rv != 0)
+            goto err_after_alloc;
+    }
     if (opts->tcp_address != NULL) {
         rv = listen_tcp(s, opts->tcp_address, errmsg);
         if (rv != 0)
