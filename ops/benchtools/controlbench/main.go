@@ -2,8 +2,8 @@
 // replica on loopback, driving it with Tailscale's own client libraries:
 //
 //  1. Noise handshakes per second: -conns goroutines each repeatedly open a
-//     connection, do the ts2021 HTTP upgrade and the Noise IK handshake
-//     (tailscale.com/control/controlhttp), and close it again.
+//     connection, do the ts2021 HTTP upgrade and the Noise IK handshake, and
+//     close it again (see handshake.go for the two client modes).
 //  2. Time to the first full map of a new node while 100 and 1000 other nodes
 //     exist: the other nodes are registered with tailscale.com/control/tsp
 //     (one machine key each, not kept online); then -fresh new nodes register
@@ -36,14 +36,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
-	"tailscale.com/control/controlhttp"
 	"tailscale.com/control/tsp"
-	"tailscale.com/net/dnscache"
 	"tailscale.com/tailcfg"
 	"tailscale.com/types/key"
 )
@@ -57,6 +54,7 @@ type server struct {
 	dir     string
 	port    int
 	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has been waited for
 	logPath string
 	url     string
 	key     key.MachinePublic
@@ -75,15 +73,13 @@ func stop() {
 		if srv == nil {
 			return
 		}
-		if srv.cmd != nil && srv.cmd.Process != nil {
+		if srv.exited != nil {
 			srv.cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { srv.cmd.Wait(); close(done) }()
 			select {
-			case <-done:
+			case <-srv.exited:
 			case <-time.After(10 * time.Second):
 				srv.cmd.Process.Kill()
-				<-done
+				<-srv.exited
 			}
 		}
 		os.RemoveAll(srv.dir)
@@ -222,6 +218,11 @@ cluster:
 	if err := s.cmd.Start(); err != nil {
 		fail("start server: %v", err)
 	}
+	s.exited = make(chan struct{})
+	go func() {
+		s.cmd.Wait()
+		close(s.exited)
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(s.url + "/ready")
@@ -235,6 +236,16 @@ cluster:
 			fail("server not ready after 30s")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// alive reports whether the server is still running.
+func (s *server) alive() bool {
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
 	}
 }
 
@@ -276,48 +287,6 @@ func (s *server) setup() {
 	s.key = k
 }
 
-// handshakes runs conns dialers for d and returns the completed handshakes
-// and the number of failed ones (with the first error).
-func (s *server) handshakes(conns int, d time.Duration) (int64, int64, error) {
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
-	resolver := &dnscache.Resolver{} // 127.0.0.1 is a literal, no lookups
-	deadline := time.Now().Add(d)
-	var wg sync.WaitGroup
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// The machine key does not change the server's work per
-			// handshake, so each dialer keeps one.
-			dialer := controlhttp.Dialer{
-				Hostname:        "127.0.0.1",
-				HTTPPort:        strconv.Itoa(s.port),
-				HTTPSPort:       controlhttp.NoPort,
-				MachineKey:      key.NewMachine(),
-				ControlKey:      s.key,
-				ProtocolVersion: uint16(tailcfg.CurrentCapabilityVersion),
-				DNSCache:        resolver,
-			}
-			for time.Now().Before(deadline) {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				conn, err := dialer.Dial(ctx)
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					continue
-				}
-				conn.Close()
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	err, _ := firstErr.Load().(error)
-	return ok.Load(), failed.Load(), err
-}
-
 // node is one simulated machine.
 type node struct {
 	client  *tsp.Client
@@ -350,7 +319,7 @@ func (s *server) register(ctx context.Context, name string) (*node, error) {
 	return n, nil
 }
 
-// populate registers nodes name-from .. name-(to-1) with 16 at a time.
+// populate registers nodes peer-<from> .. peer-<to-1>, 16 at a time.
 func (s *server) populate(from, to int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -386,10 +355,20 @@ func (s *server) populate(from, to int) {
 	}
 }
 
-// fullMap registers a new node, then times its streaming map request until
-// the first MapResponse is decoded. It returns that time and the number of
-// peers the response carried.
-func (s *server) fullMap(name string) (time.Duration, int) {
+// mapTiming is one new node's first streaming map request.
+type mapTiming struct {
+	// headers: until tsp.Map returned, i.e. the response headers arrived;
+	// concord sends them together with the first map, so this is close to
+	// the server's share.
+	headers time.Duration
+	// total: until the first MapResponse was decoded (the client has read
+	// and parsed the whole map by then).
+	total time.Duration
+	peers int
+}
+
+// fullMap registers a new node, then times its streaming map request.
+func (s *server) fullMap(name string) mapTiming {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	n, err := s.register(ctx, name)
@@ -405,21 +384,22 @@ func (s *server) fullMap(name string) (time.Duration, int) {
 		fail("map %s: %v", name, err)
 	}
 	defer sess.Close()
+	headers := time.Since(t0)
 	resp, err := sess.Next()
 	if err != nil {
 		fail("map %s: first response: %v", name, err)
 	}
-	elapsed := time.Since(t0)
+	total := time.Since(t0)
 	if resp.Node == nil {
 		fail("map %s: first response has no self node", name)
 	}
-	return elapsed, len(resp.Peers)
+	return mapTiming{headers: headers, total: total, peers: len(resp.Peers)}
 }
 
+// median sorts ds in place and returns its middle element.
 func median(ds []time.Duration) time.Duration {
-	sorted := append([]time.Duration(nil), ds...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	return sorted[len(sorted)/2]
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -428,12 +408,20 @@ func main() {
 	bin := flag.String("bin", "build/concord", "concord binary")
 	seconds := flag.Float64("seconds", 8, "duration of the handshake measurement")
 	conns := flag.Int("conns", 32, "concurrent handshaking goroutines")
+	mode := flag.String("mode", "raw", "handshake client: raw (initiations precomputed) or controlhttp")
+	poolSize := flag.Int("pool", 0, "raw mode: initiations to precompute (default 5000 per second)")
 	existingFlag := flag.String("existing", "100,1000", "node counts to measure the full map against")
 	fresh := flag.Int("fresh", 10, "new nodes timed per node count")
 	pin := flag.Bool("pin", true, "server on CPU 0, generator on CPU 1 (needs taskset and 2 CPUs)")
-	cpuProfile := flag.String("cpuprofile", "", "write the generator's CPU profile of the handshake phase here")
+	cpuProfile := flag.String("cpuprofile", "", "write the generator's CPU profile of the handshakes here")
 	flag.Parse()
 
+	if *mode != "raw" && *mode != "controlhttp" {
+		fail("-mode must be raw or controlhttp")
+	}
+	if *fresh < 1 || *conns < 1 {
+		fail("-fresh and -conns must be at least 1")
+	}
 	var counts []int
 	for _, f := range strings.Split(*existingFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -442,6 +430,11 @@ func main() {
 		}
 		counts = append(counts, n)
 	}
+	d := time.Duration(*seconds * float64(time.Second))
+	if *poolSize == 0 {
+		*poolSize = int(5000 * *seconds)
+	}
+
 	dir, err := os.MkdirTemp("", "concord-controlbench-")
 	if err != nil {
 		fail("%v", err)
@@ -458,6 +451,13 @@ func main() {
 	*pin = *pin && canPin()
 	srv.start(*pin)
 	srv.setup()
+	var pool chan initiation
+	if *mode == "raw" {
+		// Before pinning, so that both cores share the work.
+		t := time.Now()
+		pool = srv.precompute(*poolSize)
+		fmt.Printf("precomputed %d handshake initiations in %.1fs\n", *poolSize, time.Since(t).Seconds())
+	}
 	if *pin {
 		if err := pinSelf(1); err != nil {
 			fail("pin generator: %v", err)
@@ -467,10 +467,25 @@ func main() {
 		fmt.Println("not pinned: server and generator share the CPUs")
 	}
 
-	// Phase 1: handshakes.
-	d := time.Duration(*seconds * float64(time.Second))
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+	hps := measureHandshakes(*mode, *conns, d, pool, *cpuProfile)
+	summary := fmt.Sprintf("control-bench handshakes_per_s=%.0f", hps)
+	registered := 0
+	for _, target := range counts {
+		med := measureFullMaps(&registered, target, *fresh)
+		summary += fmt.Sprintf(" fullmap_ms_%d=%.1f", target, ms(med))
+	}
+	if !srv.alive() {
+		fail("server exited during the run")
+	}
+	printServerLog(os.Stdout, 20)
+	fmt.Println(summary)
+}
+
+// measureHandshakes runs the handshake load, prints the details and returns
+// handshakes per second.
+func measureHandshakes(mode string, conns int, d time.Duration, pool chan initiation, profile string) float64 {
+	if profile != "" {
+		f, err := os.Create(profile)
 		if err != nil {
 			fail("%v", err)
 		}
@@ -478,49 +493,57 @@ func main() {
 		if err := pprof.StartCPUProfile(f); err != nil {
 			fail("cpu profile: %v", err)
 		}
+		defer pprof.StopCPUProfile()
 	}
-	cpu0, srv0, t0 := cpuSelf(), cpuServer(), time.Now()
-	ok, failed, herr := srv.handshakes(*conns, d)
-	wall := time.Since(t0)
-	pprof.StopCPUProfile()
-	cpuGen, cpuSrv := cpuSelf()-cpu0, cpuServer()-srv0
-	hps := float64(ok) / wall.Seconds()
-	fmt.Printf("handshakes: %d in %.1fs with %d goroutines = %.0f/s, failed=%d; "+
-		"CPU s: generator %.2f (%.0f%%), server %.2f (%.0f%%)\n",
-		ok, wall.Seconds(), *conns, hps, failed, cpuGen.Seconds(),
-		100*cpuGen.Seconds()/wall.Seconds(), cpuSrv.Seconds(), 100*cpuSrv.Seconds()/wall.Seconds())
-	if herr != nil {
-		fmt.Printf("first handshake error: %v\n", herr)
+	cpuGen0, cpuSrv0, t0 := cpuSelf(), cpuServer(), time.Now()
+	r := srv.handshakes(mode, conns, d, pool)
+	wall := time.Since(t0).Seconds()
+	cpuGen, cpuSrv := (cpuSelf() - cpuGen0).Seconds(), (cpuServer() - cpuSrv0).Seconds()
+	hps := float64(r.ok) / wall
+	fmt.Printf("handshakes (%s): %d in %.1fs with %d goroutines = %.0f/s, failed %d\n",
+		mode, r.ok, wall, conns, hps, r.failed)
+	if r.inline > 0 {
+		fmt.Printf("the precomputed pool ran dry: %d initiations computed in the window (raise -pool)\n",
+			r.inline)
 	}
+	fmt.Printf("CPU seconds: generator %.2f (%.0f%% of a core), server %.2f (%.0f%%)\n",
+		cpuGen, 100*cpuGen/wall, cpuSrv, 100*cpuSrv/wall)
+	if r.ok > 0 && cpuSrv > 0 {
+		perHs := cpuSrv / float64(r.ok)
+		fmt.Printf("server CPU per handshake %.0f us = %.0f handshakes/s per server core\n",
+			perHs*1e6, 1/perHs)
+	}
+	if r.firstErr != nil {
+		fmt.Printf("first handshake error: %v\n", r.firstErr)
+	}
+	return hps
+}
 
-	// Phase 2: full maps, topping the node count up to each target first.
-	registered := 0
-	summary := fmt.Sprintf("control-bench handshakes_per_s=%.0f", hps)
-	for _, target := range counts {
-		if registered < target {
-			t := time.Now()
-			srv.populate(registered, target)
-			fmt.Printf("registered %d nodes in %.1fs\n", target-registered, time.Since(t).Seconds())
-			registered = target
-		}
-		var times []time.Duration
-		peers := make([]int, 0, *fresh)
-		for i := 0; i < *fresh; i++ {
-			elapsed, np := srv.fullMap(fmt.Sprintf("fresh-%d-%d", target, i))
-			times = append(times, elapsed)
-			peers = append(peers, np)
-		}
-		registered += *fresh
-		sorted := append([]time.Duration(nil), times...)
-		sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-		fmt.Printf("full map with >=%d other nodes: median %.1f ms, min %.1f, max %.1f "+
-			"(peers in first map %d..%d)\n", target, ms(median(times)), ms(sorted[0]),
-			ms(sorted[len(sorted)-1]), peers[0], peers[len(peers)-1])
-		summary += fmt.Sprintf(" fullmap_ms_%d=%.1f", target, ms(median(times)))
+// measureFullMaps registers nodes until *registered reaches target, then
+// times the first full map of fresh new nodes, prints the details and
+// returns the median time to the decoded map.
+func measureFullMaps(registered *int, target, fresh int) time.Duration {
+	if *registered < target {
+		t := time.Now()
+		srv.populate(*registered, target)
+		fmt.Printf("registered %d nodes in %.1fs\n", target-*registered, time.Since(t).Seconds())
+		*registered = target
 	}
-	if srv.cmd.ProcessState == nil && srv.cmd.Process.Signal(syscall.Signal(0)) != nil {
-		fail("server exited during the run")
+	var totals, headers []time.Duration
+	minPeers, maxPeers := -1, 0
+	for i := 0; i < fresh; i++ {
+		t := srv.fullMap(fmt.Sprintf("fresh-%d-%d", target, i))
+		totals = append(totals, t.total)
+		headers = append(headers, t.headers)
+		if minPeers < 0 || t.peers < minPeers {
+			minPeers = t.peers
+		}
+		maxPeers = max(maxPeers, t.peers)
 	}
-	printServerLog(os.Stdout, 20)
-	fmt.Println(summary)
+	*registered += fresh
+	med := median(totals)
+	fmt.Printf("full map with >=%d other nodes: median %.1f ms (min %.1f, max %.1f), "+
+		"response headers after median %.1f ms, %d..%d peers\n", target, ms(med),
+		ms(totals[0]), ms(totals[len(totals)-1]), ms(median(headers)), minPeers, maxPeers)
+	return med
 }
