@@ -59,9 +59,10 @@ enum ctl_req_kind { CTL_REQ_REGISTER, CTL_REQ_FOLLOWUP, CTL_REQ_LITE_UPDATE };
 struct ctl_req {
     enum ctl_stream_user tag; /* CTL_USER_REQ */
     struct control *ctl;
-    struct ctl_conn *conn;
-    struct h2_stream *st; /* NULL once the stream is gone */
+    struct ctl_conn *conn; /* only while st is set: the connection may go first */
+    struct h2_stream *st;  /* NULL once the stream is gone */
     enum ctl_req_kind kind;
+    char peer[64]; /* the client's address, for log lines */
     uint8_t machine_key[32];
     struct wire_register_request reg;
     char auth_id[40];            /* followups: the pending registration */

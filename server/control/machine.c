@@ -53,6 +53,7 @@ struct ctl_req *ctl_req_new(struct ctl_conn *conn, struct h2_stream *st, enum ct
     r->st = st;
     r->kind = kind;
     memcpy(r->machine_key, conn->noise.peer_static, sizeof r->machine_key);
+    memcpy(r->peer, conn->peer, sizeof r->peer);
     h2_stream_set_user(st, r);
     return r;
 }
@@ -236,13 +237,12 @@ static void on_submitted(void *arg, int status, const Concord__CommandResult *re
     struct ctl_req *r = arg;
 
     if (status != CLUSTER_OK) {
-        LOG_WARN("control: %s: registration not applied: %s", r->conn->peer,
-                 cluster_strerror(status));
+        LOG_WARN("control: %s: registration not applied: %s", r->peer, cluster_strerror(status));
         finish_text(r, 503, "the cluster cannot take the registration now; retry\n");
         return;
     }
     if (result->code != CLUSTER_RESULT_OK) {
-        LOG_INFO("control: %s: registration refused: %s", r->conn->peer, result->message);
+        LOG_INFO("control: %s: registration refused: %s", r->peer, result->message);
         finish_register(r, result->message, NULL, false);
         return;
     }
@@ -370,14 +370,14 @@ static void register_with_key(struct ctl_req *r, struct store_txn *t, const Conc
 
     if (rv != 0) {
         store_txn_abort(t);
-        LOG_INFO("control: %s: unknown auth key", r->conn->peer);
+        LOG_INFO("control: %s: unknown auth key", r->peer);
         finish_register(r, "invalid auth key", NULL, false);
         return;
     }
     store_txn_abort(t);
     if (k->expiration_unix_ms != 0 && k->expiration_unix_ms <= ctl_now_ms()) {
         store_record_free(k);
-        LOG_INFO("control: %s: expired auth key", r->conn->peer);
+        LOG_INFO("control: %s: expired auth key", r->peer);
         finish_register(r, "auth key has expired", NULL, false);
         return;
     }
@@ -386,7 +386,7 @@ static void register_with_key(struct ctl_req *r, struct store_txn *t, const Conc
     is_same_machine = m != NULL && m->auth_key_id == k->id;
     if (!k->reusable && k->used && !is_same_machine) {
         store_record_free(k);
-        LOG_INFO("control: %s: single-use auth key already used", r->conn->peer);
+        LOG_INFO("control: %s: single-use auth key already used", r->peer);
         finish_register(r, "auth key has already been used", NULL, false);
         return;
     }
@@ -420,8 +420,7 @@ static void on_pending_added(void *arg, int status, const Concord__CommandResult
         return;
     }
     auth_url(r->ctl, r->auth_id, url, sizeof url);
-    LOG_INFO("control: %s: interactive registration %s waits for approval", r->conn->peer,
-             r->auth_id);
+    LOG_INFO("control: %s: interactive registration %s waits for approval", r->peer, r->auth_id);
     finish_register(r, NULL, url, false);
 }
 
@@ -510,7 +509,7 @@ void ctl_followups_wake(struct control *c, const char *auth_id)
 
         if (strcmp(r->auth_id, auth_id) == 0) {
             req_unlink_followup(r);
-            LOG_INFO("control: %s: registration %s approved", r->conn->peer, auth_id);
+            LOG_INFO("control: %s: registration %s approved", r->peer, auth_id);
             finish_login(r);
         }
         r = next;
@@ -534,7 +533,7 @@ static void on_logged_out(void *arg, int status, const Concord__CommandResult *r
         finish_text(r, 503, "the cluster cannot take the logout now; retry\n");
         return;
     }
-    LOG_INFO("control: %s: node logged out", r->conn->peer);
+    LOG_INFO("control: %s: node logged out", r->peer);
     finish_register(r, NULL, NULL, true);
 }
 
@@ -578,8 +577,8 @@ static void register_decide(struct ctl_req *r, struct store_txn *t, Concord__Nod
 
     if (by_key != NULL && memcmp(by_key->machine_key.data, r->machine_key, 32) != 0) {
         store_txn_abort(t);
-        LOG_WARN("control: %s: refused: node key %" PRIu64 " belongs to another machine",
-                 r->conn->peer, by_key->id);
+        LOG_WARN("control: %s: refused: node key %" PRIu64 " belongs to another machine", r->peer,
+                 by_key->id);
         finish_text(r, 403, "this node key belongs to another machine\n");
         return;
     }
