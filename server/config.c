@@ -222,7 +222,8 @@ static const struct cfg_row rows[] = {
      "TCP address of the client and admin HTTP listener"},
     {"tls_cert_path", CFG_STRING, OFF(tls_cert_path), TEXT, "", 0, 0, NULL, NULL,
      "PEM certificate chain (leaf first) for TLS on listen_addr, with tls_key_path; \"\": plain "
-     "HTTP. Checked against the key at start"},
+     "HTTP. Checked against the key at start. Set it on every replica or none: with it, this "
+     "replica also uses TLS, without verifying certificates, to reach its peers' listeners"},
     {"tls_key_path", CFG_STRING, OFF(tls_key_path), TEXT, "", 0, 0, NULL, NULL,
      "PEM private key (unencrypted) of tls_cert_path; set both or neither"},
     {"unix_socket", CFG_STRING, OFF(unix_socket), TEXT, "/var/run/concord/concord.sock", 0, 0, NULL,

@@ -566,6 +566,7 @@ static int replica_start(struct replica *r)
     }
     r->peer.loop = &r->loop;
     r->peer.timeout_ms = PEER_TIMEOUT_MS;
+    r->peer.use_tls = cfg->tls_cert_path[0] != '\0'; /* replicas are configured alike */
     if (data_paths(cfg, r->state_dir, r->raft_dir) != 0)
         return -1;
     store_opts.dir = r->state_dir;

@@ -6,6 +6,7 @@
 #ifndef CONCORD_SERVER_ADMIN_ADMIN_H
 #define CONCORD_SERVER_ADMIN_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,10 @@ struct admin_peer_client {
     uv_loop_t *loop;
     uint8_t cluster_secret[ADMIN_CLUSTER_SECRET_BYTES];
     unsigned timeout_ms;
+    /* Peers' listeners speak TLS: set when this replica's own listener does,
+     * since every replica of a cluster is configured alike. Certificates are
+     * not verified (see net_tls_client_new() in server/net/tls.c). */
+    bool use_tls;
 };
 int admin_peer_send(void *arg, const char *http_address, const uint8_t *request, size_t len,
                     cluster_transport_done_cb done, void *req_arg);

@@ -8,8 +8,10 @@
  * X-Concord-Peer-Length, authenticates the body's length on its own, so that
  * admin_body_limit can let a forwarded command past the listener's client
  * body limit before the body (and its MAC) has arrived. The channel is
- * authenticated, not encrypted: the encrypted peer channel replaces it
- * (DESIGN.md). */
+ * authenticated, not encrypted, except that the client speaks TLS when the
+ * listeners do, without verifying certificates: that keeps out eavesdroppers
+ * but not a man in the middle, who could read requests and forge replies.
+ * The encrypted peer channel replaces it (DESIGN.md). */
 #include "server/admin/admin.h"
 
 #include <inttypes.h>
@@ -290,6 +292,7 @@ int admin_peer_send(void *arg, const char *http_address, const uint8_t *request,
     r.body_len = len;
     r.timeout_ms = client->timeout_ms != 0 ? client->timeout_ms : PEER_DEFAULT_TIMEOUT_MS;
     r.max_response_bytes = PEER_MAX_RESPONSE_BYTES;
+    r.use_tls = client->use_tls;
     if (net_http_client_send(client->loop, &r, peer_on_response, s) != 0) {
         free(s->body);
         free(s);

@@ -6,8 +6,13 @@
  * Failure: a resolve, connect, write, read or parse error, or the one timer
  * covering the whole exchange, reports once and closes. The callback fires
  * exactly once and never from inside net_http_client_send(); memory is freed
- * when both handles have closed and no address lookup is outstanding. */
-#include "server/net/http.h"
+ * when both handles have closed and no address lookup is outstanding.
+ * TLS (use_tls) changes only the bytes at the socket's edge, in EXCHANGING:
+ * the ClientHello goes out first, records read are decrypted in place before
+ * the parser sees them, and the request is encrypted and sent once the
+ * handshake is done. A failed handshake or a bad record ends the exchange
+ * with NET_PROTOCOL. */
+#include "server/net/net_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +20,7 @@
 
 #include <http_parser.h>
 
+#include "server/log.h"
 #include "server/net/address.h"
 
 #define CLIENT_READ_BYTES (64 * 1024)
@@ -26,12 +32,17 @@ enum exchange_state {
     EXCHANGE_CLOSING
 };
 
+/* One write that carries its own bytes; its callback frees it. */
+struct queued_write {
+    uv_write_t req;
+    uint8_t data[];
+};
+
 struct exchange {
     uv_tcp_t tcp;     /* tcp.data == this */
     uv_timer_t timer; /* the whole exchange */
     uv_getaddrinfo_t resolve;
     uv_connect_t connect;
-    uv_write_t write;
     enum exchange_state state;
     unsigned open_handles;
     bool is_resolving; /* a lookup is outstanding: its callback must run before free */
@@ -40,9 +51,10 @@ struct exchange {
     bool has_reported;
     char host[256];
     char port[16];
-    char *out; /* the request */
-    size_t out_len;
-    http_parser parser; /* parser.data == this */
+    struct queued_write *request; /* NULL once handed to the socket or the session */
+    size_t request_len;
+    struct net_tls *tls; /* NULL: plain HTTP */
+    http_parser parser;  /* parser.data == this */
     int http_status;
     bool is_complete;
     bool is_too_big;
@@ -50,14 +62,15 @@ struct exchange {
     size_t body_len;
     size_t body_cap;
     size_t max_response_bytes;
-    char read_buf[CLIENT_READ_BYTES];
+    char read_buf[CLIENT_READ_BYTES]; /* over TLS, the records' plaintext replaces them */
 };
 
 static void exchange_maybe_free(struct exchange *x)
 {
     if (x->open_handles > 0 || x->is_resolving)
         return;
-    free(x->out);
+    free(x->request);
+    net_tls_free(x->tls);
     free(x->body);
     free(x);
 }
@@ -144,22 +157,60 @@ static void exchange_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(x->read_buf, sizeof x->read_buf);
 }
 
-static void exchange_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void exchange_on_written(uv_write_t *w, int status)
 {
-    struct exchange *x = s->data;
+    struct exchange *x = w->handle->data;
+
+    free(w);
+    /* The request may or may not have arrived: the caller must not assume. */
+    if (status < 0)
+        exchange_finish(x, NET_CLOSED);
+}
+
+/* Writes the len bytes of w, which is freed either way. */
+static int exchange_write(struct exchange *x, struct queued_write *w, size_t len)
+{
+    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
+
+    if (uv_write(&w->req, (uv_stream_t *)&x->tcp, &buf, 1, exchange_on_written) != 0) {
+        free(w);
+        return NET_CLOSED;
+    }
+    return 0;
+}
+
+/* TLS: writes everything the session has for the server. */
+static int exchange_flush(struct exchange *x)
+{
+    size_t len = net_tls_pending(x->tls);
+    struct queued_write *w;
+
+    if (len == 0)
+        return 0;
+    w = malloc(sizeof *w + len);
+    if (w == NULL)
+        return NET_NOMEM;
+    net_tls_take(x->tls, w->data, len);
+    return exchange_write(x, w, len);
+}
+
+/* TLS: encrypts the request; the plaintext goes at once. */
+static int exchange_seal_request(struct exchange *x)
+{
+    int rv = net_tls_write(x->tls, x->request->data, x->request_len);
+
+    free(x->request);
+    x->request = NULL;
+    return rv;
+}
+
+/* Parses len bytes of the response (0: the connection has ended) and
+ * finishes x once the outcome is known. */
+static void exchange_parse(struct exchange *x, const char *data, size_t len)
+{
     enum http_errno err;
 
-    if (nread == 0 || x->state == EXCHANGE_CLOSING)
-        return;
-    if (nread == UV_EOF) {
-        /* A body delimited by the end of the connection ends here. */
-        http_parser_execute(&x->parser, &response_settings, NULL, 0);
-    } else if (nread < 0) {
-        exchange_finish(x, NET_CLOSED);
-        return;
-    } else {
-        http_parser_execute(&x->parser, &response_settings, buf->base, (size_t)nread);
-    }
+    http_parser_execute(&x->parser, &response_settings, data, len);
     err = HTTP_PARSER_ERRNO(&x->parser);
     if (x->is_complete)
         exchange_finish(x, NET_OK);
@@ -167,23 +218,63 @@ static void exchange_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         exchange_finish(x, NET_TOOBIG);
     else if (err == HPE_CB_body)
         exchange_finish(x, NET_NOMEM);
-    else if (err != HPE_OK || nread == UV_EOF)
-        exchange_finish(x, err != HPE_OK ? NET_PROTOCOL : NET_CLOSED);
+    else if (err != HPE_OK)
+        exchange_finish(x, NET_PROTOCOL);
+    else if (len == 0)
+        exchange_finish(x, NET_CLOSED);
 }
 
-static void exchange_on_written(uv_write_t *w, int status)
+/* TLS: the n bytes of records just read sit in read_buf; once the session
+ * has copied them, read_buf takes their plaintext, which is parsed. Then
+ * sends what the session has to say: handshake messages, and the request
+ * as soon as the handshake is done. */
+static void exchange_decrypt(struct exchange *x, size_t n)
 {
-    struct exchange *x = w->handle->data;
+    uint8_t *buf = (uint8_t *)x->read_buf;
+    size_t got = 0;
+    int rv = net_tls_feed(x->tls, buf, n);
+    int flush_rv;
 
-    /* The request may or may not have arrived: the caller must not assume. */
-    if (status < 0)
+    do {
+        if (rv == 0)
+            rv = net_tls_read(x->tls, buf, sizeof x->read_buf, &got);
+        if (rv == 0 && got > 0)
+            exchange_parse(x, x->read_buf, got);
+    } while (rv == 0 && got > 0 && x->state != EXCHANGE_CLOSING);
+    if (x->state == EXCHANGE_CLOSING)
+        return;
+    if (rv == 0 && x->request != NULL && net_tls_is_established(x->tls))
+        rv = exchange_seal_request(x);
+    if (rv == NET_PROTOCOL)
+        LOG_WARN("http client to %s port %s: %s", x->host, x->port, net_tls_errmsg(x->tls));
+    /* Handshake messages and the request; after a failure, the alert that
+     * tells the server why, if the session made one. */
+    flush_rv = exchange_flush(x);
+    if (rv == 0)
+        rv = flush_rv;
+    if (rv != 0)
+        exchange_finish(x, rv);
+}
+
+static void exchange_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct exchange *x = s->data;
+
+    if (nread == 0 || x->state == EXCHANGE_CLOSING)
+        return;
+    if (nread == UV_EOF)
+        exchange_parse(x, NULL, 0); /* a body delimited by the end of the connection ends */
+    else if (nread < 0)
         exchange_finish(x, NET_CLOSED);
+    else if (x->tls != NULL)
+        exchange_decrypt(x, (size_t)nread);
+    else
+        exchange_parse(x, buf->base, (size_t)nread);
 }
 
 static void exchange_on_connect(uv_connect_t *req, int status)
 {
     struct exchange *x = req->handle->data;
-    uv_buf_t buf;
     int rv;
 
     if (x->state == EXCHANGE_CLOSING)
@@ -194,8 +285,12 @@ static void exchange_on_connect(uv_connect_t *req, int status)
     }
     x->state = EXCHANGE_EXCHANGING;
     uv_tcp_nodelay(&x->tcp, 1);
-    buf = uv_buf_init(x->out, (unsigned)x->out_len);
-    rv = uv_write(&x->write, (uv_stream_t *)&x->tcp, &buf, 1, exchange_on_written);
+    if (x->tls != NULL) {
+        rv = exchange_flush(x); /* the ClientHello */
+    } else {
+        rv = exchange_write(x, x->request, x->request_len);
+        x->request = NULL;
+    }
     if (rv == 0)
         rv = uv_read_start((uv_stream_t *)&x->tcp, exchange_on_alloc, exchange_on_read);
     if (rv != 0)
@@ -235,17 +330,18 @@ static int format_request(struct exchange *x, const struct net_http_client_reque
                               "Connection: close\r\n%s\r\n";
     const char *extra = r->extra_headers != NULL ? r->extra_headers : "";
     int head_len = snprintf(NULL, 0, fmt, r->method, r->path, host_header, r->body_len, extra);
+    char *out;
 
     if (head_len < 0)
         return NET_PROTOCOL;
-    x->out = malloc((size_t)head_len + 1 + r->body_len);
-    if (x->out == NULL)
+    x->request = malloc(sizeof *x->request + (size_t)head_len + 1 + r->body_len);
+    if (x->request == NULL)
         return NET_NOMEM;
-    snprintf(x->out, (size_t)head_len + 1, fmt, r->method, r->path, host_header, r->body_len,
-             extra);
+    out = (char *)x->request->data;
+    snprintf(out, (size_t)head_len + 1, fmt, r->method, r->path, host_header, r->body_len, extra);
     if (r->body_len > 0)
-        memcpy(x->out + head_len, r->body, r->body_len);
-    x->out_len = (size_t)head_len + r->body_len;
+        memcpy(out + head_len, r->body, r->body_len);
+    x->request_len = (size_t)head_len + r->body_len;
     return 0;
 }
 
@@ -267,8 +363,12 @@ int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *
     }
     snprintf(x->port, sizeof x->port, "%u", port);
     rv = format_request(x, r, r->address);
+    if (rv == 0 && r->use_tls) {
+        x->tls = net_tls_client_new(x->host);
+        rv = x->tls == NULL ? NET_NOMEM : 0;
+    }
     if (rv != 0) {
-        free(x->out);
+        free(x->request);
         free(x);
         return rv;
     }

@@ -142,7 +142,9 @@ void net_http_server_close(struct net_http_server *s, net_close_cb cb, void *arg
 
 /* Client: one request on a fresh connection to "host:port". cb fires exactly
  * once on the loop thread: status NET_OK with the HTTP status and body
- * (borrowed for the call), or an error (NET_CONNECT, NET_TIMEOUT, ...). */
+ * (borrowed for the call), or an error (NET_CONNECT, NET_TIMEOUT, ...; a
+ * failed TLS handshake, or TLS on one side only, gives NET_PROTOCOL or
+ * NET_CLOSED). */
 typedef void (*net_http_client_cb)(void *arg, int status, int http_status, const uint8_t *body,
                                    size_t len);
 struct net_http_client_request {
@@ -154,6 +156,10 @@ struct net_http_client_request {
     size_t body_len;
     unsigned timeout_ms; /* whole exchange */
     size_t max_response_bytes;
+    /* Speak TLS (to a TLS listener). The server's certificate is not
+     * verified: see net_tls_client_new() in tls.c for why, and what that
+     * leaves open. */
+    bool use_tls;
 };
 int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
                          net_http_client_cb cb, void *arg);

@@ -85,8 +85,9 @@ void net_conn_close_all(struct net_http_server *s);
 void net_server_maybe_finish(struct net_http_server *s);
 
 /* ---- TLS (tls.c): OpenSSL sessions over memory buffers. The connection
- * keeps doing the socket I/O: it feeds the records it reads and reads
- * plaintext back; it writes plaintext and sends the records that come out. */
+ * (conn.c, or a request of client.c) keeps doing the socket I/O: it feeds
+ * the records it reads and reads plaintext back; it writes plaintext and
+ * sends the records that come out. */
 
 /* Loads the PEM certificate chain and unencrypted private key and checks
  * that they belong together. NET_TLS with the file and the reason in errmsg
@@ -100,6 +101,12 @@ void net_tls_ctx_free(struct net_tls_ctx *ctx); /* NULL is fine */
 struct net_tls;
 struct net_tls *net_tls_new(struct net_tls_ctx *ctx, uint64_t conn_id);
 void net_tls_free(struct net_tls *t); /* NULL is fine */
+/* One client-side session to host (a DNS name or an IP literal), for a
+ * request to a peer replica: TLS 1.2 or later, ALPN "http/1.1" offered, SNI
+ * when host is a name. The server's certificate is NOT verified, an interim
+ * whose reasons and limits tls.c spells out. The ClientHello is pending at
+ * once. NULL: out of memory. */
+struct net_tls *net_tls_client_new(const char *host);
 /* Takes len bytes received from the peer (copied). 0 or NET_NOMEM. */
 int net_tls_feed(struct net_tls *t, const uint8_t *data, size_t len);
 /* Decrypts at most cap bytes of what was fed, running the handshake first.
@@ -108,6 +115,9 @@ int net_tls_feed(struct net_tls *t, const uint8_t *data, size_t len);
  * handshake or a bad record: the session is dead, net_tls_errmsg() says
  * why. */
 int net_tls_read(struct net_tls *t, uint8_t *buf, size_t cap, size_t *got);
+/* The handshake is done (as seen by the last net_tls_read()): plaintext
+ * may be written. */
+bool net_tls_is_established(const struct net_tls *t);
 /* Encrypts all len bytes (once the handshake is done). 0 or NET_PROTOCOL. */
 int net_tls_write(struct net_tls *t, const void *data, size_t len);
 /* Queues the close_notify alert, if the handshake was done. */

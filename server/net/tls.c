@@ -10,9 +10,14 @@
  * own ticket key and cache, clients keep one long-lived connection (a map
  * stream, a ts2021 tunnel) so full handshakes are rare, and without tickets
  * no key that could decrypt recorded sessions sits in memory or needs
- * rotating. */
+ * rotating.
+ * The client side (net_tls_client_new, for client.c's requests to peer
+ * replicas) makes one short-lived session per request with its own SSL_CTX,
+ * the same protocol limits, ALPN "http/1.1" offered, SNI for a host name,
+ * and no certificate verification (the reasons are at that function). */
 #include "server/net/net_internal.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -34,9 +39,10 @@ struct net_tls_ctx {
 
 struct net_tls {
     SSL *ssl;
-    BIO *in;  /* records from the peer; owned by ssl */
-    BIO *out; /* records for the peer; owned by ssl */
-    uint64_t conn_id;
+    BIO *in;          /* records from the peer; owned by ssl */
+    BIO *out;         /* records for the peer; owned by ssl */
+    uint64_t conn_id; /* 0 on the client side */
+    bool is_client;
     bool is_established;
     char errmsg[128];
 };
@@ -108,13 +114,20 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_l
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-static int configure(SSL_CTX *ctx)
+/* Both sides: TLS 1.2 or later, no renegotiation, no session resumption. */
+static int configure_common(SSL_CTX *ctx)
 {
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_set_num_tickets(ctx, 0) != 1)
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
         return -1;
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    return 0;
+}
+
+static int configure(SSL_CTX *ctx)
+{
+    if (configure_common(ctx) != 0 || SSL_CTX_set_num_tickets(ctx, 0) != 1)
+        return -1;
     /* Idle connections (most of them: map streams) give their buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_default_passwd_cb(ctx, refuse_passphrase);
@@ -191,7 +204,8 @@ void net_tls_ctx_free(struct net_tls_ctx *ctx)
     free(ctx);
 }
 
-struct net_tls *net_tls_new(struct net_tls_ctx *ctx, uint64_t conn_id)
+/* A session of ssl_ctx over two memory BIOs, not yet told its side. */
+static struct net_tls *session_new(SSL_CTX *ssl_ctx)
 {
     struct net_tls *t = calloc(1, sizeof *t);
     BIO *in = BIO_new(BIO_s_mem());
@@ -199,16 +213,14 @@ struct net_tls *net_tls_new(struct net_tls_ctx *ctx, uint64_t conn_id)
 
     if (t == NULL || in == NULL || out == NULL)
         goto err;
-    t->ssl = SSL_new(ctx->ssl_ctx);
+    t->ssl = SSL_new(ssl_ctx);
     if (t->ssl == NULL)
         goto err;
     /* From here on ssl owns both BIOs; an empty input BIO means "retry
      * later", which is the BIO_s_mem default. */
     SSL_set_bio(t->ssl, in, out);
-    SSL_set_accept_state(t->ssl);
     t->in = in;
     t->out = out;
-    t->conn_id = conn_id;
     return t;
 
 err:
@@ -217,6 +229,74 @@ err:
     BIO_free(out);
     free(t);
     return NULL;
+}
+
+struct net_tls *net_tls_new(struct net_tls_ctx *ctx, uint64_t conn_id)
+{
+    struct net_tls *t = session_new(ctx->ssl_ctx);
+
+    if (t == NULL)
+        return NULL;
+    SSL_set_accept_state(t->ssl);
+    t->conn_id = conn_id;
+    return t;
+}
+
+/* RFC 6066 allows only host names in server_name, never IP literals. */
+static bool is_host_name(const char *host)
+{
+    struct in_addr v4;
+
+    return strchr(host, ':') == NULL && inet_pton(AF_INET, host, &v4) != 1;
+}
+
+/* Starts the handshake: the ClientHello lands in the output BIO. */
+static int client_start(struct net_tls *t, const char *host)
+{
+    static const unsigned char alpn[] = "\x08" ALPN_HTTP11;
+    int rv;
+
+    /* SSL_set_alpn_protos() alone returns 0 on success. */
+    if (SSL_set_alpn_protos(t->ssl, alpn, sizeof alpn - 1) != 0 ||
+        (is_host_name(host) && SSL_set_tlsext_host_name(t->ssl, host) != 1))
+        return -1;
+    SSL_set_connect_state(t->ssl);
+    rv = SSL_do_handshake(t->ssl);
+    return rv == 1 || SSL_get_error(t->ssl, rv) == SSL_ERROR_WANT_READ ? 0 : -1;
+}
+
+/* The server's certificate is not verified (SSL_VERIFY_NONE), as an interim
+ * until the encrypted, mutually authenticated peer channel replaces this
+ * route: replicas advertise IP addresses and may carry certificates for
+ * public names, or self-signed ones, so no one name check or trust store fits
+ * every cluster. This keeps out passive eavesdroppers only. An active man in
+ * the middle can finish the handshake in the peer's place: it does not learn
+ * the cluster secret (requests carry an HMAC of it, and raft/ de-duplicates a
+ * replayed request), but it reads the forwarded commands and can forge
+ * replies, which carry no MAC. Hence docs/operations.md: keep peer traffic
+ * on a private network until then. */
+struct net_tls *net_tls_client_new(const char *host)
+{
+    SSL_CTX *ssl_ctx;
+    struct net_tls *t = NULL;
+
+    ERR_clear_error(); /* SSL_get_error() must see this call's errors only */
+    ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (ssl_ctx != NULL && configure_common(ssl_ctx) == 0) {
+        SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_NONE, NULL);
+        t = session_new(ssl_ctx);
+    }
+    /* The session, if any, holds its own reference to the context. */
+    SSL_CTX_free(ssl_ctx);
+    if (t != NULL) {
+        t->is_client = true;
+        if (client_start(t, host) != 0) {
+            net_tls_free(t);
+            t = NULL;
+        }
+    }
+    ERR_clear_error();
+    return t;
 }
 
 void net_tls_free(struct net_tls *t)
@@ -250,9 +330,14 @@ static void log_established(const struct net_tls *t)
 {
     const unsigned char *alpn;
     unsigned alpn_len;
+    char who[32];
 
     SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
-    LOG_DEBUG("http conn=%" PRIu64 " tls %s %s alpn=%.*s", t->conn_id, SSL_get_version(t->ssl),
+    if (t->is_client)
+        snprintf(who, sizeof who, "client");
+    else
+        snprintf(who, sizeof who, "conn=%" PRIu64, t->conn_id);
+    LOG_DEBUG("http %s tls %s %s alpn=%.*s", who, SSL_get_version(t->ssl),
               SSL_get_cipher_name(t->ssl), alpn_len > 0 ? (int)alpn_len : 4,
               alpn_len > 0 ? (const char *)alpn : "none");
 }
@@ -296,6 +381,11 @@ void net_tls_close_notify(struct net_tls *t)
     if (SSL_is_init_finished(t->ssl))
         SSL_shutdown(t->ssl); /* 0: sent, the peer's not seen; we do not wait for it */
     ERR_clear_error();
+}
+
+bool net_tls_is_established(const struct net_tls *t)
+{
+    return t->is_established;
 }
 
 size_t net_tls_pending(const struct net_tls *t)
