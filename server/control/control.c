@@ -130,7 +130,10 @@ static void conn_on_read(void *arg, const uint8_t *data, size_t len)
         return;
     rv = noise_reader_feed(&conn->reader, data, len, conn_on_plain, conn);
     if (rv != 0) {
-        ctl_conn_close(conn, rv > 0 ? noise_strerror(rv) : "HTTP/2 protocol error");
+        const char *why = rv > 0 ? noise_strerror(rv) : "HTTP/2 protocol error";
+
+        LOG_INFO("control: %s: dropping the connection: %s", conn->peer, why);
+        ctl_conn_close(conn, why);
         return;
     }
     if (h2_session_is_done(conn->h2))

@@ -68,7 +68,7 @@ struct ctl_req {
     char auth_id[40];            /* followups: the pending registration */
     struct ctl_req *prev, *next; /* followups: in ctl->followups */
     bool is_waiting;
-    bool is_answered;
+    bool is_key_rechecked; /* an unknown auth key was looked up again after a barrier */
 };
 
 struct ctl_session {

@@ -361,6 +361,19 @@ static int find_preauthkey(struct store_txn *t, const char *token, Concord__PreA
 }
 
 /* Step 5. `m` is the machine's node, if it has one. */
+static void register_start(struct ctl_req *r);
+
+static void on_key_barrier(void *arg, int status)
+{
+    struct ctl_req *r = arg;
+
+    if (status != CLUSTER_OK) {
+        finish_text(r, 503, "the cluster cannot check the auth key now; retry\n");
+        return;
+    }
+    register_start(r);
+}
+
 static void register_with_key(struct ctl_req *r, struct store_txn *t, const Concord__Node *m)
 {
     Concord__PreAuthKey *k = NULL;
@@ -368,6 +381,15 @@ static void register_with_key(struct ctl_req *r, struct store_txn *t, const Conc
     bool is_same_machine;
     int rv = find_preauthkey(t, r->reg.auth_key, &k);
 
+    /* A key created a moment ago through another replica may not be
+     * applied here yet: look again after a barrier before refusing it. */
+    if (rv == STORE_NOTFOUND && !r->is_key_rechecked) {
+        store_txn_abort(t);
+        r->is_key_rechecked = true;
+        if (cluster_barrier(r->ctl->opt.cluster, on_key_barrier, r) != 0)
+            finish_text(r, 503, "the cluster cannot check the auth key now; retry\n");
+        return;
+    }
     if (rv != 0) {
         store_txn_abort(t);
         LOG_INFO("control: %s: unknown auth key", r->peer);
@@ -612,30 +634,20 @@ static void register_decide(struct ctl_req *r, struct store_txn *t, Concord__Nod
     register_interactive(r);
 }
 
-static void handle_register(struct ctl_conn *conn, struct h2_stream *st, const struct h2_request *h)
+/* Reads what the registry knows of the request's keys and decides; again
+ * after a barrier when an auth key was not found. */
+static void register_start(struct ctl_req *r)
 {
-    struct control *c = conn->ctl;
     Concord__Node *by_key = NULL;
     Concord__Node *by_machine = NULL;
-    char errmsg[WIRE_ERRMSG_BYTES];
     struct store_txn *t;
-    struct ctl_req *r = ctl_req_new(conn, st, CTL_REQ_REGISTER);
     int rv;
 
-    if (r == NULL) {
-        h2_respond(conn->h2, st, 500, NULL, NULL, 0);
+    if (r->st == NULL) {
+        req_free(r); /* the client went away meanwhile */
         return;
     }
-    if (wire_register_request_parse(h->body, h->body_len, &r->reg, errmsg) != 0) {
-        LOG_INFO("control: %s: bad register request: %s", conn->peer, errmsg);
-        finish_text(r, 400, errmsg);
-        return;
-    }
-    if (r->reg.version < CTL_MIN_CAPVER) {
-        finish_text(r, 400, "client too old: Tailscale v1.80 or newer is required\n");
-        return;
-    }
-    rv = store_txn_begin(c->opt.store, false, &t);
+    rv = store_txn_begin(r->ctl->opt.store, false, &t);
     if (rv == 0) {
         rv = store_node_get_by_node_key(t, r->reg.node_key, &by_key);
         if (rv == STORE_NOTFOUND)
@@ -654,6 +666,27 @@ static void handle_register(struct ctl_conn *conn, struct h2_stream *st, const s
     }
     store_record_free(by_key);
     store_record_free(by_machine);
+}
+
+static void handle_register(struct ctl_conn *conn, struct h2_stream *st, const struct h2_request *h)
+{
+    char errmsg[WIRE_ERRMSG_BYTES];
+    struct ctl_req *r = ctl_req_new(conn, st, CTL_REQ_REGISTER);
+
+    if (r == NULL) {
+        h2_respond(conn->h2, st, 500, NULL, NULL, 0);
+        return;
+    }
+    if (wire_register_request_parse(h->body, h->body_len, &r->reg, errmsg) != 0) {
+        LOG_INFO("control: %s: bad register request: %s", conn->peer, errmsg);
+        finish_text(r, 400, errmsg);
+        return;
+    }
+    if (r->reg.version < CTL_MIN_CAPVER) {
+        finish_text(r, 400, "client too old: Tailscale v1.80 or newer is required\n");
+        return;
+    }
+    register_start(r);
 }
 
 /* ---- dispatch ---- */
