@@ -62,5 +62,6 @@ int exec_logout_node(struct exec *x);
 int exec_open_session(struct exec *x);
 int exec_close_session(struct exec *x);
 int exec_set_control_settings(struct exec *x);
+int exec_set_replica_derp(struct exec *x);
 
 #endif

@@ -960,7 +960,7 @@ static int upsert_replica(struct exec *x)
     if (rv == 0) {
         r.epoch = existing->epoch;
         r.heartbeat_seq = existing->heartbeat_seq;
-        store_record_free(existing);
+        r.derp = existing->derp;
     } else if (rv != STORE_NOTFOUND) {
         return rv;
     }
@@ -968,6 +968,7 @@ static int upsert_replica(struct exec *x)
     r.raft_address = (char *)exec_str_or_empty(op->raft_address);
     r.http_address = (char *)exec_str_or_empty(op->http_address);
     rv = store_replica_put(x->t, &r);
+    store_record_free(existing);
     if (rv != 0)
         return rv;
     rv = exec_audit(x, "replica.upsert", "id=%llu raft=%s http=%s", (unsigned long long)op->id,
@@ -1165,6 +1166,8 @@ int cluster_fsm_execute(struct store_txn *t, const Concord__Command *cmd, uint64
         return exec_close_session(&x);
     case CONCORD__COMMAND__OP_SET_CONTROL_SETTINGS:
         return exec_set_control_settings(&x);
+    case CONCORD__COMMAND__OP_SET_REPLICA_DERP:
+        return exec_set_replica_derp(&x);
     case CONCORD__COMMAND__OP__NOT_SET:
     default:
         return exec_fail(&x, CLUSTER_RESULT_INVALID, "command has no known operation");

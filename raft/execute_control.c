@@ -530,3 +530,34 @@ int exec_set_control_settings(struct exec *x)
         exec_succeed(x, 0);
     return rv;
 }
+
+int exec_set_replica_derp(struct exec *x)
+{
+    const Concord__SetReplicaDerp *op = x->cmd->set_replica_derp;
+    const Concord__DerpNode *d = op->derp;
+    Concord__Replica *r = NULL;
+    Concord__DerpNode *old;
+    int rv = store_replica_get(x->t, op->id, &r);
+
+    if (rv == STORE_NOTFOUND)
+        return exec_fail(x, CLUSTER_RESULT_NOTFOUND, "replica %llu not found",
+                         (unsigned long long)op->id);
+    if (rv != 0)
+        return rv;
+    if (d != NULL && (exec_str_or_empty(d->host_name)[0] == '\0' || d->derp_port == 0 ||
+                      d->derp_port > 65535 || d->stun_port < -1 || d->stun_port > 65535)) {
+        store_record_free(r);
+        return exec_fail(x, CLUSTER_RESULT_INVALID, "a DERP node needs a host name and ports");
+    }
+    old = r->derp; /* the record owns it: put it back before freeing */
+    r->derp = (Concord__DerpNode *)d;
+    rv = store_replica_put(x->t, r);
+    r->derp = old;
+    if (rv == 0)
+        rv = exec_audit(x, "replica.derp", "id=%llu derp=%s:%u", (unsigned long long)op->id,
+                        d != NULL ? d->host_name : "none", d != NULL ? d->derp_port : 0);
+    if (rv == 0)
+        exec_succeed(x, op->id);
+    store_record_free(r);
+    return rv;
+}

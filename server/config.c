@@ -194,6 +194,8 @@ static const char *const format_choices[] = {
 
 static const struct cfg_check peer_items = {"list of host:port", is_peer_address,
                                             "items must be host:port with a port"};
+static const struct cfg_check peer_address = {"host:port", is_peer_address,
+                                              "must be host:port with a port"};
 static const struct cfg_check dns_name = {
     "DNS name", is_dns_name,
     "must be a DNS name: labels of a-z, 0-9 and - (not first or last), joined by dots"};
@@ -282,8 +284,31 @@ static const struct cfg_row rows[] = {
     {"dns.search_domains", CFG_STRING_LIST, OFF(dns.search_domains), EMPTY, NULL, 0, 0, NULL,
      &dns_name_items, "domains clients try after a short name"},
     {"derp.map_path", CFG_STRING, OFF(derp.map_path), TEXT, "", 0, 0, NULL, NULL,
-     "JSON file of a Tailscale DERPMap ({\"Regions\": {\"900\": {...}}}) sent to clients; "
-     "\"\": none"},
+     "JSON file of a Tailscale DERPMap ({\"Regions\": {\"900\": {...}}}) sent to clients, "
+     "besides the embedded region; \"\": none"},
+    {"derp.server.enabled", CFG_BOOL, OFF(derp.server.enabled), TEXT, "false", 0, 0, NULL, NULL,
+     "run the embedded DERP relay (and STUN) on this replica; every replica that runs one is a "
+     "node of the same region, and the relays forward to each other"},
+    {"derp.server.listen_addr", CFG_ADDR, OFF(derp.server.listen_addr), TEXT, "127.0.0.1:3340", 0,
+     0, NULL, NULL, "TLS listener of the relay (clients connect to it directly, not through a load "
+     "balancer)"},
+    {"derp.server.advertise_addr", CFG_STRING, OFF(derp.server.advertise_addr), DERIVED, NULL, 0, 0,
+     NULL, &peer_address, "host:port clients dial for this relay; default derp.server.listen_addr"},
+    {"derp.server.stun_listen_addr", CFG_STRING, OFF(derp.server.stun_listen_addr), TEXT,
+     "127.0.0.1:3478", 0, 0, NULL, NULL,
+     "UDP address of the STUN server (its port is advertised); \"\": no STUN"},
+    {"derp.server.region_id", CFG_UINT, OFF(derp.server.region_id), TEXT, "999", 1, 65535, NULL,
+     NULL, "region id of the embedded relays (900-999 are for self-hosted relays)"},
+    {"derp.server.region_code", CFG_STRING, OFF(derp.server.region_code), TEXT, "concord", 0, 0,
+     NULL, NULL, "short region name shown by clients"},
+    {"derp.server.region_name", CFG_STRING, OFF(derp.server.region_name), TEXT,
+     "concord embedded relay", 0, 0, NULL, NULL, "long region name"},
+    {"derp.server.tls_cert_path", CFG_STRING, OFF(derp.server.tls_cert_path), TEXT, "", 0, 0, NULL,
+     NULL,
+     "certificate of the relay listener, with derp.server.tls_key_path; \"\": tls_cert_path if "
+     "set, else a self-signed one kept in <data_dir>/derp and pinned in the DERP map (CertName)"},
+    {"derp.server.tls_key_path", CFG_STRING, OFF(derp.server.tls_key_path), TEXT, "", 0, 0, NULL,
+     NULL, "private key of derp.server.tls_cert_path"},
     {"control.keepalive_interval", CFG_DURATION, OFF(control.keepalive_interval_ms), TEXT, "50s",
      SECOND_MS, 110 * SECOND_MS, NULL, NULL,
      "interval of keep-alives on a client's map stream (the client gives up after 120s)"},
@@ -814,6 +839,14 @@ static int derive_defaults(struct parse_ctx *ctx)
         if (set_concat(&cfg->cluster.advertise_http_addr, cfg->listen_addr, "") != 0)
             return CONFIG_NOMEM;
     }
+    if (cfg->derp.server.advertise_addr == NULL) {
+        if (cfg->derp.server.enabled && is_wildcard(cfg->derp.server.listen_addr))
+            return fail(ctx, ctx->line[row_index("derp.server.listen_addr")],
+                        "derp.server.advertise_addr",
+                        "required when derp.server.listen_addr is a wildcard address");
+        if (set_concat(&cfg->derp.server.advertise_addr, cfg->derp.server.listen_addr, "") != 0)
+            return CONFIG_NOMEM;
+    }
     if (cfg->noise.private_key_path == NULL &&
         set_concat(&cfg->noise.private_key_path, cfg->data_dir,
                    cfg->data_dir[dir_len - 1] == '/' ? "noise_private.key"
@@ -854,6 +887,9 @@ static int check_relations(struct parse_ctx *ctx)
 
         return fail(ctx, ctx->line[row_index(given)], missing, "required with %s", given);
     }
+    if ((cfg->derp.server.tls_cert_path[0] == '\0') != (cfg->derp.server.tls_key_path[0] == '\0'))
+        return fail(ctx, ctx->line[row_index("derp.server.tls_cert_path")],
+                    "derp.server.tls_key_path", "set both derp.server TLS paths or neither");
     /* Node names are <node>.<base_domain>: MagicDNS needs a domain. */
     if (cfg->dns.magic_dns && cfg->dns.base_domain[0] == '\0')
         return fail(ctx, ctx->line[row_index("dns.base_domain")], "dns.base_domain",

@@ -89,6 +89,17 @@ struct config {
     } dns;
     struct {
         char *map_path; /* JSON DERPMap file; "": none */
+        struct {
+            bool enabled;
+            char *listen_addr;      /* TLS */
+            char *advertise_addr;   /* host:port in the DERP map */
+            char *stun_listen_addr; /* UDP; "": none */
+            uint64_t region_id;
+            char *region_code;
+            char *region_name;
+            char *tls_cert_path; /* "": tls_cert_path, else self-signed */
+            char *tls_key_path;
+        } server;
     } derp;
     struct {
         uint64_t keepalive_interval_ms;

@@ -420,6 +420,7 @@ static void on_gc_timer(uv_timer_t *t)
     if (!c->is_key_recorded)
         propose_key(c);
     ctl_close_stale_sessions(c);
+    ctl_derpmap_announce(c);
     ctl_gc_ephemeral(c);
 }
 
@@ -458,30 +459,6 @@ static int check_recorded_key(struct control *c, char *errmsg)
     return 0;
 }
 
-static int check_derp_map(struct control *c, const char *text, char *errmsg)
-{
-    json_error_t err;
-    json_t *j;
-
-    if (text == NULL)
-        return 0;
-    j = json_loads(text, 0, &err);
-    if (j == NULL || !json_is_object(j) || !json_is_object(json_object_get(j, "Regions"))) {
-        snprintf(errmsg, 256, "DERP map: %s",
-                 j == NULL ? err.text : "expected an object with \"Regions\"");
-        json_decref(j);
-        return -1;
-    }
-    c->derp_map_json = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (c->derp_map_json == NULL) {
-        snprintf(errmsg, 256, "out of memory");
-        return -1;
-    }
-    c->derp_map_len = strlen(c->derp_map_json);
-    return 0;
-}
-
 static char **strings_copy(const char *const *in, size_t n)
 {
     char **out = calloc(n + 1, sizeof *out);
@@ -512,7 +489,7 @@ static void control_release(struct control *c)
     ctl_idmap_free(&c->changed_nodes);
     ctl_idmap_free(&c->changed_users);
     free(c->server_url);
-    free(c->derp_map_json);
+    ctl_derpmap_free(c);
     free(c->base_domain);
     strings_free(c->nameservers);
     strings_free(c->search_domains);
@@ -545,7 +522,8 @@ int control_new(const struct control_options *opts, struct control **out, char *
     c->opt.dns.base_domain = c->base_domain;
     c->opt.dns.nameservers = (const char *const *)c->nameservers;
     c->opt.dns.search_domains = (const char *const *)c->search_domains;
-    if (check_derp_map(c, opts->derp_map_json, errmsg) != 0 || check_recorded_key(c, errmsg) != 0) {
+    if (ctl_derpmap_init(c, opts->derp_map_json, errmsg) != 0 ||
+        check_recorded_key(c, errmsg) != 0) {
         control_release(c);
         return -1;
     }

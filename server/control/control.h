@@ -43,6 +43,12 @@ struct control_options {
     struct control_dns dns;         /* copied */
     /* A Tailscale DERPMap JSON object, checked by control_new; NULL: none. */
     const char *derp_map_json;
+    /* This replica's embedded relay (NULL: none), announced in the replicated
+     * replicas table; every replica's relay is a node of one region. */
+    const Concord__DerpNode *derp_node; /* copied */
+    uint32_t derp_region_id;
+    const char *derp_region_code;
+    const char *derp_region_name;
     uint64_t ephemeral_inactivity_ms;
     uint64_t keepalive_ms;
     uint64_t registration_ttl_ms;

@@ -103,8 +103,16 @@ struct ctl_update {
 struct control {
     struct control_options opt;
     char *server_url;
-    char *derp_map_json;
+    /* The DERP map clients get: the file's regions plus the embedded region
+     * built from the replicas table, rebuilt when that table changes. */
+    char *derp_map_json; /* NULL: no map */
     size_t derp_map_len;
+    struct json_t *derp_file;     /* the parsed derp.map_path, or NULL */
+    Concord__DerpNode *derp_node; /* this replica's relay, or NULL */
+    char *derp_region_code;
+    char *derp_region_name;
+    bool is_derp_announced;
+    bool needs_derp_rebuild;
     char *base_domain;
     char **nameservers;
     char **search_domains;
@@ -163,6 +171,14 @@ void ctl_gc_ephemeral(struct control *c);
 /* Withdraws the sessions an earlier run of this replica never closed (it
  * crashed); repeated on each tick until none is left. */
 void ctl_close_stale_sessions(struct control *c);
+
+/* ---- derpmap.c ---- */
+int ctl_derpmap_init(struct control *c, const char *file_json, char *errmsg);
+void ctl_derpmap_free(struct control *c);
+/* Recomputes the map from the replicas table; true when it changed. */
+bool ctl_derpmap_rebuild(struct control *c);
+/* Proposes this replica's relay until the replicas table has it. */
+void ctl_derpmap_announce(struct control *c);
 
 /* ---- control.c ---- */
 void ctl_conn_close(struct ctl_conn *conn, const char *reason);

@@ -816,6 +816,12 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
         break;
     case CONCORD__COMMAND__OP_RESTORE_STATE:
         c->needs_full_resync = true;
+        c->needs_derp_rebuild = true;
+        break;
+    case CONCORD__COMMAND__OP_SET_REPLICA_DERP:
+    case CONCORD__COMMAND__OP_UPSERT_REPLICA:
+    case CONCORD__COMMAND__OP_REMOVE_REPLICA:
+        c->needs_derp_rebuild = true;
         break;
     default:
         return;
@@ -917,7 +923,7 @@ static void delta_list(struct jw *w, const char *key, const struct round *rd,
 }
 
 static void session_delta(struct control *c, struct ctl_session *s, struct round *rd,
-                          uint8_t *selected)
+                          uint8_t *selected, bool send_derp)
 {
     struct ctl_idmap new_users = {0};
     const Concord__Node *self = NULL;
@@ -967,10 +973,14 @@ static void session_delta(struct control *c, struct ctl_session *s, struct round
         if (uid != 0 && ctl_idmap_get(&s->users, uid, &dummy))
             ctl_idmap_put(&new_users, uid, 1);
     }
-    if (!any && self == NULL && new_users.n == 0)
+    if (!any && self == NULL && new_users.n == 0 && !send_derp)
         return;
     jw_init(&w);
     jw_obj_begin(&w);
+    if (send_derp && c->derp_map_json != NULL) {
+        jw_key(&w, "DERPMap");
+        jw_raw(&w, c->derp_map_json, c->derp_map_len);
+    }
     if (self != NULL) {
         jw_key(&w, "Node");
         render_self(s, self, &w);
@@ -998,6 +1008,7 @@ static void on_delta_timer(uv_timer_t *timer)
     struct round rd = {0};
     uint8_t *selected = NULL;
     bool is_full = c->needs_full_resync;
+    bool send_derp = c->needs_derp_rebuild && ctl_derpmap_rebuild(c);
 
     c->needs_full_resync = false;
     if (store_txn_begin(c->opt.store, false, &rd.t) != 0 || round_prepare(c, &rd) != 0 ||
@@ -1008,7 +1019,7 @@ static void on_delta_timer(uv_timer_t *timer)
         if (is_full)
             session_send_full(s);
         else
-            session_delta(c, s, &rd, selected);
+            session_delta(c, s, &rd, selected, send_derp);
     }
     free(selected);
     round_free(&rd);

@@ -1,0 +1,254 @@
+/* server/control/derpmap.c: the DERP map sent to clients. Regions come from
+ * derp.map_path (as written there) and, when replicas run the embedded
+ * relay, one region whose nodes are those relays in replica id order, read
+ * from the replicated replicas table: every replica sends the same map, and
+ * a client homed on any relay reaches the others through it (the relays
+ * mesh). Each replica announces its own relay (SetReplicaDerp). */
+#include "server/control/control_internal.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "server/log.h"
+
+int ctl_derpmap_init(struct control *c, const char *file_json, char *errmsg)
+{
+    json_error_t err;
+    const Concord__DerpNode *d = c->opt.derp_node;
+
+    if (file_json != NULL) {
+        c->derp_file = json_loads(file_json, 0, &err);
+        if (c->derp_file == NULL || !json_is_object(c->derp_file) ||
+            !json_is_object(json_object_get(c->derp_file, "Regions"))) {
+            snprintf(errmsg, 256, "DERP map: %s",
+                     c->derp_file == NULL ? err.text : "expected an object with \"Regions\"");
+            return -1;
+        }
+    }
+    if (d != NULL) {
+        size_t len = concord__derp_node__get_packed_size(d);
+        uint8_t *buf = malloc(len > 0 ? len : 1);
+
+        if (buf != NULL) {
+            concord__derp_node__pack(d, buf);
+            c->derp_node = concord__derp_node__unpack(NULL, len, buf);
+        }
+        free(buf);
+        if (c->derp_node == NULL) {
+            snprintf(errmsg, 256, "out of memory");
+            return -1;
+        }
+    }
+    /* Every replica describes the embedded region, relay or not. */
+    if (c->opt.derp_region_code != NULL) {
+        c->derp_region_code = strdup(c->opt.derp_region_code);
+        c->derp_region_name = strdup(c->opt.derp_region_name != NULL ? c->opt.derp_region_name
+                                                                     : c->opt.derp_region_code);
+        if (c->derp_region_code == NULL || c->derp_region_name == NULL) {
+            snprintf(errmsg, 256, "out of memory");
+            return -1;
+        }
+    }
+    /* Borrowed from the caller: the copies are used from now on. */
+    c->opt.derp_node = NULL;
+    c->opt.derp_region_code = NULL;
+    c->opt.derp_region_name = NULL;
+    ctl_derpmap_rebuild(c);
+    return 0;
+}
+
+void ctl_derpmap_free(struct control *c)
+{
+    json_decref(c->derp_file);
+    if (c->derp_node != NULL)
+        concord__derp_node__free_unpacked(c->derp_node, NULL);
+    free(c->derp_region_code);
+    free(c->derp_region_name);
+    free(c->derp_map_json);
+}
+
+static json_t *node_json(uint32_t region, uint64_t replica_id, const Concord__DerpNode *d)
+{
+    char name[40];
+
+    snprintf(name, sizeof name, "%" PRIu32 "r%" PRIu64, region, replica_id);
+    return json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:i, s:s*}", "Name", name, "RegionID",
+                     (json_int_t)region, "HostName", d->host_name, "IPv4",
+                     d->ipv4[0] != '\0' ? d->ipv4 : "", "IPv6", d->ipv6[0] != '\0' ? d->ipv6 : "",
+                     "DERPPort", (json_int_t)d->derp_port, "STUNPort", (json_int_t)d->stun_port,
+                     "CertName", d->cert_name[0] != '\0' ? d->cert_name : NULL);
+}
+
+struct region_walk {
+    uint32_t region;
+    json_t *nodes;
+};
+
+static int add_replica_node(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Replica *r = (const Concord__Replica *)record;
+    struct region_walk *w = arg;
+    json_t *n;
+
+    if (r->derp == NULL)
+        return 0;
+    n = node_json(w->region, r->id, r->derp);
+    if (n == NULL || json_array_append_new(w->nodes, n) != 0)
+        return STORE_NOMEM;
+    return 0;
+}
+
+/* The embedded region, or NULL when no replica runs a relay. */
+static json_t *embedded_region(struct control *c, struct store_txn *t)
+{
+    struct region_walk w = {.region = c->opt.derp_region_id, .nodes = json_array()};
+    json_t *region;
+
+    if (w.nodes == NULL || store_replica_each(t, add_replica_node, &w) != 0 ||
+        json_array_size(w.nodes) == 0 || c->derp_region_code == NULL) {
+        json_decref(w.nodes);
+        return NULL;
+    }
+    region = json_pack("{s:i, s:s, s:s, s:o}", "RegionID", (json_int_t)w.region, "RegionCode",
+                       c->derp_region_code, "RegionName", c->derp_region_name, "Nodes", w.nodes);
+    return region;
+}
+
+bool ctl_derpmap_rebuild(struct control *c)
+{
+    json_t *map = json_object();
+    json_t *regions = json_object();
+    json_t *embedded = NULL;
+    struct store_txn *t = NULL;
+    char *text = NULL;
+    bool is_changed;
+
+    c->needs_derp_rebuild = false;
+    if (map == NULL || regions == NULL)
+        goto oom;
+    if (c->derp_file != NULL)
+        json_object_update(regions, json_object_get(c->derp_file, "Regions"));
+    if (store_txn_begin(c->opt.store, false, &t) == 0) {
+        embedded = embedded_region(c, t);
+        store_txn_abort(t);
+    }
+    if (embedded != NULL) {
+        char key[16];
+
+        snprintf(key, sizeof key, "%" PRIu32, c->opt.derp_region_id);
+        json_object_set_new(regions, key, embedded);
+    }
+    if (json_object_size(regions) > 0) {
+        json_object_set_new(map, "Regions", regions);
+        regions = NULL;
+        json_object_set_new(map, "omitDefaultRegions", json_true());
+        text = json_dumps(map, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text == NULL)
+            goto oom;
+    }
+    is_changed = (text == NULL) != (c->derp_map_json == NULL) ||
+                 (text != NULL && strcmp(text, c->derp_map_json) != 0);
+    free(c->derp_map_json);
+    c->derp_map_json = text;
+    c->derp_map_len = text != NULL ? strlen(text) : 0;
+    json_decref(regions);
+    json_decref(map);
+    return is_changed;
+oom:
+    json_decref(regions);
+    json_decref(map);
+    c->needs_derp_rebuild = true; /* try again on the next change or tick */
+    return false;
+}
+
+static bool derp_equal(const Concord__DerpNode *a, const Concord__DerpNode *b)
+{
+    return strcmp(a->host_name, b->host_name) == 0 && strcmp(a->ipv4, b->ipv4) == 0 &&
+           strcmp(a->ipv6, b->ipv6) == 0 && a->derp_port == b->derp_port &&
+           a->stun_port == b->stun_port && strcmp(a->cert_name, b->cert_name) == 0;
+}
+
+/* Whether the replicas table already says what this replica runs. */
+static bool is_announced(struct control *c)
+{
+    Concord__Replica *r = NULL;
+    struct store_txn *t;
+    bool is_same = false;
+
+    if (store_txn_begin(c->opt.store, false, &t) != 0)
+        return false;
+    switch (store_replica_get(t, c->opt.replica_id, &r)) {
+    case 0:
+        is_same = c->derp_node == NULL ? r->derp == NULL
+                  : r->derp != NULL    ? derp_equal(r->derp, c->derp_node)
+                                       : false;
+        store_record_free(r);
+        break;
+    case STORE_NOTFOUND:
+        /* Not a member yet: nothing to withdraw, a relay waits for the record. */
+        is_same = c->derp_node == NULL;
+        break;
+    default:
+        break;
+    }
+    store_txn_abort(t);
+    return is_same;
+}
+
+static void on_announced(void *arg, int status, const Concord__CommandResult *result)
+{
+    struct control *c = arg;
+
+    if (status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK)
+        LOG_INFO("control: this replica's DERP relay is in the DERP map");
+    else if (status == CLUSTER_OK)
+        LOG_WARN("control: cannot announce the DERP relay: %s", result->message);
+    (void)c;
+}
+
+void ctl_derpmap_announce(struct control *c)
+{
+    Concord__Command *cmd;
+    Concord__SetReplicaDerp *op;
+
+    if (c->is_derp_announced || c->is_closing)
+        return;
+    if (is_announced(c)) {
+        c->is_derp_announced = true;
+        return;
+    }
+    cmd = ctl_command_new(c);
+    op = calloc(1, sizeof *op);
+    if (cmd == NULL || op == NULL) {
+        free(op);
+        if (cmd != NULL)
+            concord__command__free_unpacked(cmd, NULL);
+        return;
+    }
+    concord__set_replica_derp__init(op);
+    op->id = c->opt.replica_id;
+    cmd->op_case = CONCORD__COMMAND__OP_SET_REPLICA_DERP;
+    cmd->set_replica_derp = op;
+    if (c->derp_node != NULL) {
+        size_t len = concord__derp_node__get_packed_size(c->derp_node);
+        uint8_t *buf = malloc(len > 0 ? len : 1);
+
+        if (buf != NULL) {
+            concord__derp_node__pack(c->derp_node, buf);
+            op->derp = concord__derp_node__unpack(NULL, len, buf);
+        }
+        free(buf);
+        if (op->derp == NULL) {
+            concord__command__free_unpacked(cmd, NULL);
+            return;
+        }
+    }
+    /* Checked again on the next tick: is_announced() then sees the result. */
+    if (cluster_submit(c->opt.cluster, cmd, on_announced, c) != 0)
+        concord__command__free_unpacked(cmd, NULL);
+}
