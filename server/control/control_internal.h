@@ -94,7 +94,8 @@ struct ctl_session {
 
 /* A node's lite update waiting for the next batch (coalesced per node). */
 struct ctl_update {
-    Concord__NodeUpdate *update;
+    struct control *ctl;
+    Concord__NodeUpdate *update; /* NULL once handed to the command */
     struct ctl_req **waiters;
     size_t n_waiters;
     struct ctl_update *next;

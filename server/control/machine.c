@@ -599,8 +599,9 @@ static void register_decide(struct ctl_req *r, struct store_txn *t, Concord__Nod
 
     if (by_key != NULL && memcmp(by_key->machine_key.data, r->machine_key, 32) != 0) {
         store_txn_abort(t);
-        LOG_WARN("control: %s: refused: node key %" PRIu64 " belongs to another machine", r->peer,
-                 by_key->id);
+        LOG_WARN("control: %s: refused: the node key of node %" PRIu64
+                 " belongs to another machine",
+                 r->peer, by_key->id);
         finish_text(r, 403, "this node key belongs to another machine\n");
         return;
     }

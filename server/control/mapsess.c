@@ -483,24 +483,20 @@ static void update_entry_free(struct ctl_update *u)
 static void on_updates_applied(void *arg, int status, const Concord__CommandResult *result)
 {
     struct ctl_update *batch = arg;
+    struct control *c = batch->ctl; /* a batch is never empty */
     int http = status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK ? 200 : 503;
-    struct control *c = NULL;
 
     while (batch != NULL) {
         struct ctl_update *next = batch->next;
 
-        for (size_t i = 0; i < batch->n_waiters; i++) {
-            c = batch->waiters[i]->ctl;
+        for (size_t i = 0; i < batch->n_waiters; i++)
             ctl_req_finish(batch->waiters[i], http, NULL, NULL, 0);
-        }
         update_entry_free(batch);
         batch = next;
     }
-    if (c != NULL) {
-        c->is_update_in_flight = false;
-        if (c->updates != NULL && !c->is_closing)
-            uv_timer_start(&c->update_timer, on_update_timer, UPDATE_BATCH_MS, 0);
-    }
+    c->is_update_in_flight = false;
+    if (c->updates != NULL && !c->is_closing)
+        uv_timer_start(&c->update_timer, on_update_timer, UPDATE_BATCH_MS, 0);
 }
 
 static void updates_flush(struct control *c)
@@ -674,6 +670,7 @@ static int update_queue(struct control *c, Concord__NodeUpdate *u, struct ctl_re
             concord__node_update__free_unpacked(u, NULL);
             return -1;
         }
+        e->ctl = c;
         e->next = c->updates;
         c->updates = e;
         c->n_updates++;
