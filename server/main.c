@@ -13,6 +13,7 @@
  * among them, have finished) and then the store; the loop then runs
  * dry and the process exits. A replica whose Raft instance became unavailable
  * exits with 1 at once so that its supervisor restarts it. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -32,7 +33,10 @@
 #include "server/config.h"
 #include "server/control/control.h"
 #include "server/control/noise.h"
+#include "server/derp/cert.h"
+#include "server/derp/relay.h"
 #include "server/log.h"
+#include "server/net/address.h"
 #include "server/net/http.h"
 #include "storage/store.h"
 
@@ -55,6 +59,7 @@ struct replica {
     struct cluster *cluster;
     struct admin *admin;
     struct control *control;
+    struct relay *relay;
     struct net_http_server *http;
     uv_signal_t sigint;
     uv_signal_t sigterm;
@@ -251,6 +256,17 @@ static void replica_on_http_closed(void *arg)
         replica_on_cluster_closed(r);
 }
 
+static void replica_on_relay_closed(void *arg)
+{
+    struct replica *r = arg;
+
+    r->relay = NULL;
+    if (r->http != NULL)
+        net_http_server_close(r->http, replica_on_http_closed, r);
+    else
+        replica_on_http_closed(r);
+}
+
 /* Closes what exists, in dependency order; the loop runs dry afterwards. */
 static void replica_stop(struct replica *r, int exit_code)
 {
@@ -263,10 +279,11 @@ static void replica_stop(struct replica *r, int exit_code)
         uv_close((uv_handle_t *)&r->role_timer, NULL);
         uv_close((uv_handle_t *)&r->join_timer, NULL);
     }
-    if (r->http != NULL)
-        net_http_server_close(r->http, replica_on_http_closed, r);
-    else
-        replica_on_http_closed(r);
+    if (r->relay != NULL) {
+        relay_close(r->relay, replica_on_relay_closed, r);
+        return;
+    }
+    replica_on_relay_closed(r);
 }
 
 static void replica_on_signal(uv_signal_t *h, int signum)
@@ -413,6 +430,72 @@ static char *read_file(const char *path, char *errmsg)
     return buf;
 }
 
+/* The relay's certificate: its own, else the listener's, else a
+ * self-signed one kept in <data_dir>/derp and pinned through CertName. */
+static int relay_certificate(const struct config *cfg, const char *host, char *cert, char *key,
+                             char *pin)
+{
+    char dir[PATH_MAX];
+    char errmsg[256];
+
+    pin[0] = '\0';
+    if (cfg->derp.server.tls_cert_path[0] != '\0' || cfg->tls_cert_path[0] != '\0') {
+        bool is_own = cfg->derp.server.tls_cert_path[0] != '\0';
+
+        snprintf(cert, PATH_MAX, "%s",
+                 is_own ? cfg->derp.server.tls_cert_path : cfg->tls_cert_path);
+        snprintf(key, PATH_MAX, "%s", is_own ? cfg->derp.server.tls_key_path : cfg->tls_key_path);
+        return 0;
+    }
+    snprintf(dir, sizeof dir, "%s/derp", cfg->data_dir);
+    if (derp_cert_ensure(dir, host, cert, key, PATH_MAX, errmsg) != 0 ||
+        derp_cert_pin(cert, pin, errmsg) != 0) {
+        LOG_ERROR("derp: %s", errmsg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts the embedded relay and describes it as clients must see it. */
+static int replica_start_relay(struct replica *r, Concord__DerpNode *node, char *host, char *pin)
+{
+    const struct config *cfg = r->cfg;
+    char cert[PATH_MAX];
+    char key[PATH_MAX];
+    char errmsg[256] = "";
+    unsigned port;
+    struct relay_options opts = {
+        .loop = &r->loop,
+        .store = r->store,
+        .listen_addr = cfg->derp.server.listen_addr,
+        .stun_listen_addr = cfg->derp.server.stun_listen_addr,
+    };
+    unsigned char addr[16];
+
+    if (net_address_split(cfg->derp.server.advertise_addr, host, 256, &port) != 0) {
+        LOG_ERROR("derp.server.advertise_addr: not host:port");
+        return -1;
+    }
+    if (relay_certificate(cfg, host, cert, key, pin) != 0)
+        return -1;
+    opts.cert_path = cert;
+    opts.key_path = key;
+    if (relay_new(&opts, &r->relay, errmsg) != 0) {
+        LOG_ERROR("derp: %s", errmsg);
+        return -1;
+    }
+    node->host_name = host;
+    /* An address literal is dialled as is; the other family is off. */
+    node->ipv4 = inet_pton(AF_INET, host, addr) == 1 ? host : "";
+    node->ipv6 = inet_pton(AF_INET6, host, addr) == 1 ? host : node->ipv4[0] != '\0' ? "none" : "";
+    node->derp_port = port != 0 ? port : (unsigned)relay_derp_port(r->relay);
+    node->stun_port = relay_stun_port(r->relay);
+    node->cert_name = pin;
+    LOG_INFO("derp: relay on %s (STUN port %d)%s", cfg->derp.server.listen_addr, node->stun_port,
+             pin[0] != '\0' ? ", self-signed certificate pinned in the DERP map" : "");
+    return 0;
+}
+
 static int replica_start_control(struct replica *r)
 {
     const struct config *cfg = r->cfg;
@@ -437,8 +520,19 @@ static int replica_start_control(struct replica *r)
     };
     char errmsg[256] = "";
     char *derp = NULL;
+    Concord__DerpNode node = CONCORD__DERP_NODE__INIT;
+    char host[256];
+    char pin[DERP_CERT_PIN_MAX];
     int rv;
 
+    opts.derp_region_id = (uint32_t)cfg->derp.server.region_id;
+    opts.derp_region_code = cfg->derp.server.region_code;
+    opts.derp_region_name = cfg->derp.server.region_name;
+    if (cfg->derp.server.enabled) {
+        if (replica_start_relay(r, &node, host, pin) != 0)
+            return -1;
+        opts.derp_node = &node;
+    }
     rv = noise_key_file_read(cfg->noise.private_key_path, &opts.noise_key, errmsg);
     if (rv != 0) {
         LOG_ERROR("noise.private_key_path: %s (make one with `concord generate private-key -o "

@@ -1,9 +1,8 @@
 /* server/control/derpmap.c: the DERP map sent to clients. Regions come from
  * derp.map_path (as written there) and, when replicas run the embedded
- * relay, one region whose nodes are those relays in replica id order, read
- * from the replicated replicas table: every replica sends the same map, and
- * a client homed on any relay reaches the others through it (the relays
- * mesh). Each replica announces its own relay (SetReplicaDerp). */
+ * relay, one region per relay, read from the replicated replicas table, so
+ * every replica sends the same map. Each replica announces its own relay
+ * (SetReplicaDerp). */
 #include "server/control/control_internal.h"
 
 #include <arpa/inet.h>
@@ -85,45 +84,47 @@ static json_t *node_json(uint32_t region, uint64_t replica_id, const Concord__De
 }
 
 struct region_walk {
-    uint32_t region;
-    json_t *nodes;
+    struct control *c;
+    json_t *regions;
 };
 
-static int add_replica_node(const ProtobufCMessage *record, void *arg)
+/* One region per relay (replica N: region_id + N - 1): a client reaches a
+ * peer homed on another replica's relay by connecting to that region, as it
+ * does for any other region, so no forwarding between relays is needed. */
+static int add_replica_region(const ProtobufCMessage *record, void *arg)
 {
     const Concord__Replica *r = (const Concord__Replica *)record;
     struct region_walk *w = arg;
-    json_t *n;
-
-    if (r->derp == NULL)
-        return 0;
-    n = node_json(w->region, r->id, r->derp);
-    if (n == NULL || json_array_append_new(w->nodes, n) != 0)
-        return STORE_NOMEM;
-    return 0;
-}
-
-/* The embedded region, or NULL when no replica runs a relay. */
-static json_t *embedded_region(struct control *c, struct store_txn *t)
-{
-    struct region_walk w = {.region = c->opt.derp_region_id, .nodes = json_array()};
+    uint64_t id = (uint64_t)w->c->opt.derp_region_id + r->id - 1;
+    char key[24];
+    char code[96];
+    char name[160];
+    json_t *nodes;
     json_t *region;
 
-    if (w.nodes == NULL || store_replica_each(t, add_replica_node, &w) != 0 ||
-        json_array_size(w.nodes) == 0 || c->derp_region_code == NULL) {
-        json_decref(w.nodes);
-        return NULL;
+    if (r->derp == NULL || id > INT32_MAX)
+        return 0;
+    snprintf(key, sizeof key, "%" PRIu64, id);
+    snprintf(code, sizeof code, "%s-%" PRIu64, w->c->derp_region_code, r->id);
+    snprintf(name, sizeof name, "%s (replica %" PRIu64 ")", w->c->derp_region_name, r->id);
+    nodes = json_array();
+    if (nodes == NULL ||
+        json_array_append_new(nodes, node_json((uint32_t)id, r->id, r->derp)) != 0) {
+        json_decref(nodes);
+        return STORE_NOMEM;
     }
-    region = json_pack("{s:i, s:s, s:s, s:o}", "RegionID", (json_int_t)w.region, "RegionCode",
-                       c->derp_region_code, "RegionName", c->derp_region_name, "Nodes", w.nodes);
-    return region;
+    region = json_pack("{s:I, s:s, s:s, s:o}", "RegionID", (json_int_t)id, "RegionCode", code,
+                       "RegionName", name, "Nodes", nodes);
+    if (region == NULL || json_object_set_new(w->regions, key, region) != 0)
+        return STORE_NOMEM;
+    return 0;
 }
 
 bool ctl_derpmap_rebuild(struct control *c)
 {
     json_t *map = json_object();
     json_t *regions = json_object();
-    json_t *embedded = NULL;
+    struct region_walk w = {.c = c};
     struct store_txn *t = NULL;
     char *text = NULL;
     bool is_changed;
@@ -133,15 +134,10 @@ bool ctl_derpmap_rebuild(struct control *c)
         goto oom;
     if (c->derp_file != NULL)
         json_object_update(regions, json_object_get(c->derp_file, "Regions"));
-    if (store_txn_begin(c->opt.store, false, &t) == 0) {
-        embedded = embedded_region(c, t);
+    w.regions = regions;
+    if (c->derp_region_code != NULL && store_txn_begin(c->opt.store, false, &t) == 0) {
+        store_replica_each(t, add_replica_region, &w);
         store_txn_abort(t);
-    }
-    if (embedded != NULL) {
-        char key[16];
-
-        snprintf(key, sizeof key, "%" PRIu32, c->opt.derp_region_id);
-        json_object_set_new(regions, key, embedded);
     }
     if (json_object_size(regions) > 0) {
         json_object_set_new(map, "Regions", regions);
