@@ -49,6 +49,28 @@ int exec_unique_given_name(struct exec *x, const char *base, uint64_t except_id,
 int exec_node_key_is_taken(struct exec *x, const uint8_t *key, bool is_machine, bool *is_taken);
 /* NOTFOUND result (and *out NULL) when the node does not exist. */
 int exec_get_node(struct exec *x, uint64_t id, Concord__Node **out);
+/* What a registration needs, whichever command it came from. */
+struct exec_registration {
+    ProtobufCBinaryData machine_key;
+    ProtobufCBinaryData node_key;
+    uint64_t user_id;
+    char **tags;
+    size_t n_tags;
+    bool ephemeral;
+    const char *hostname;
+    ProtobufCBinaryData hostinfo;
+    uint64_t auth_key_id;
+    const char *register_method;
+    int64_t expiry_unix_ms;
+    uint32_t cap_version;
+    char **routes;
+    size_t n_routes;
+};
+
+/* Creates the node of a machine the cluster has not seen: addresses, a
+ * unique name from the hostname, a new id; audited as `action`. */
+int exec_node_create(struct exec *x, const struct exec_registration *r, const char *action,
+                     uint64_t *id);
 /* Deletes the node and its sessions (no audit entry). */
 int exec_delete_node_record(struct exec *x, uint64_t id);
 

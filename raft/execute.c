@@ -671,12 +671,16 @@ int exec_node_key_is_taken(struct exec *x, const uint8_t *key, bool is_machine, 
 static int create_node(struct exec *x)
 {
     const Concord__CreateNode *op = x->cmd->create_node;
-    Concord__Node n = CONCORD__NODE__INIT;
-    char base[GIVEN_NAME_MAX + 1];
-    char given[GIVEN_NAME_MAX + 1];
-    uint8_t v4[4];
-    uint8_t v6[16];
-    uint32_t offset;
+    const struct exec_registration r = {
+        .machine_key = op->machine_key,
+        .node_key = op->node_key,
+        .user_id = op->user_id,
+        .tags = op->tags,
+        .n_tags = op->n_tags,
+        .ephemeral = op->ephemeral,
+        .hostname = exec_str_or_empty(op->hostname),
+        .register_method = exec_str_or_empty(op->register_method),
+    };
     bool is_ok;
     bool is_taken;
     uint64_t id;
@@ -700,43 +704,11 @@ static int create_node(struct exec *x)
         return rv;
     if (is_taken)
         return exec_fail(x, CLUSTER_RESULT_CONFLICT, "a node with this node key already exists");
-    rv = exec_allocate_ip_offset(x, &offset);
-    if (rv != 0)
-        return rv;
-    if (offset == 0)
-        return exec_fail(x, CLUSTER_RESULT_CONFLICT, "no free address left in 100.64.0.0/10");
-    exec_given_name_base(exec_str_or_empty(op->hostname), base);
-    rv = exec_unique_given_name(x, base, 0, given);
-    if (rv != 0)
-        return rv;
-    rv = store_next_id(x->t, "node", &id);
-    if (rv != 0)
-        return rv;
-    exec_ipv4_of(offset, v4);
-    exec_ipv6_of(offset, v6);
-    n.id = id;
-    n.machine_key = op->machine_key;
-    n.node_key = op->node_key;
-    n.user_id = op->user_id;
-    n.n_tags = op->n_tags;
-    n.tags = op->tags;
-    n.hostname = (char *)exec_str_or_empty(op->hostname);
-    n.given_name = given;
-    n.ipv4 = (ProtobufCBinaryData){.len = sizeof v4, .data = v4};
-    n.ipv6 = (ProtobufCBinaryData){.len = sizeof v6, .data = v6};
-    n.created_unix_ms = x->cmd->proposed_unix_ms;
-    n.ephemeral = op->ephemeral;
-    n.register_method = (char *)exec_str_or_empty(op->register_method);
-    rv = store_node_put(x->t, &n);
-    if (rv != 0)
-        return rv;
-    rv = exec_audit(x, "node.create", "id=%llu name=%s user=%llu ipv4=%u.%u.%u.%u",
-                    (unsigned long long)id, given, (unsigned long long)op->user_id, v4[0], v4[1],
-                    v4[2], v4[3]);
-    if (rv != 0)
-        return rv;
-    exec_succeed(x, id);
-    return 0;
+    rv = exec_node_create(x, &r, "node.create", &id);
+    /* It may have failed the command (no address left). */
+    if (rv == 0 && x->result->code == CLUSTER_RESULT_OK)
+        exec_succeed(x, id);
+    return rv;
 }
 
 int exec_get_node(struct exec *x, uint64_t id, Concord__Node **out)

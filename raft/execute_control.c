@@ -13,31 +13,13 @@
 
 #define KEY_BYTES 32u
 
-/* What a registration needs, whichever command it came from. */
-struct registration {
-    ProtobufCBinaryData machine_key;
-    ProtobufCBinaryData node_key;
-    uint64_t user_id;
-    char **tags;
-    size_t n_tags;
-    bool ephemeral;
-    const char *hostname;
-    ProtobufCBinaryData hostinfo;
-    uint64_t auth_key_id;
-    const char *register_method;
-    int64_t expiry_unix_ms;
-    uint32_t cap_version;
-    char **routes;
-    size_t n_routes;
-};
-
 static bool key_ok(const ProtobufCBinaryData *k)
 {
     return k->len == KEY_BYTES;
 }
 
-/* A new node for a machine the cluster has not seen. */
-static int node_create(struct exec *x, const struct registration *r, uint64_t *id)
+int exec_node_create(struct exec *x, const struct exec_registration *r, const char *action,
+                     uint64_t *id)
 {
     Concord__Node n = CONCORD__NODE__INIT;
     char base[GIVEN_NAME_MAX + 1];
@@ -82,14 +64,14 @@ static int node_create(struct exec *x, const struct registration *r, uint64_t *i
     rv = store_node_put(x->t, &n);
     if (rv != 0)
         return rv;
-    return exec_audit(x, "node.register", "id=%llu name=%s user=%llu method=%s ipv4=%u.%u.%u.%u",
+    return exec_audit(x, action, "id=%llu name=%s user=%llu method=%s ipv4=%u.%u.%u.%u",
                       (unsigned long long)*id, given, (unsigned long long)r->user_id,
                       r->register_method, v4[0], v4[1], v4[2], v4[3]);
 }
 
 /* The machine already has a node: it logs in again (new node key, maybe a
  * new owner). Id, addresses, name and creation time stay. */
-static int node_relogin(struct exec *x, Concord__Node *n, const struct registration *r)
+static int node_relogin(struct exec *x, Concord__Node *n, const struct exec_registration *r)
 {
     Concord__Node m = *n;
     int rv;
@@ -119,7 +101,7 @@ static int node_relogin(struct exec *x, Concord__Node *n, const struct registrat
 }
 
 /* Validates and applies a registration; the result's id is the node's. */
-static int node_register(struct exec *x, const struct registration *r)
+static int node_register(struct exec *x, const struct exec_registration *r)
 {
     Concord__Node *by_machine = NULL;
     Concord__Node *by_key = NULL;
@@ -149,9 +131,9 @@ static int node_register(struct exec *x, const struct registration *r)
         id = by_machine->id;
         rv = node_relogin(x, by_machine, r);
     } else {
-        rv = node_create(x, r, &id);
+        rv = exec_node_create(x, r, "node.register", &id);
     }
-    /* node_create may have failed the command (no address left). */
+    /* exec_node_create may have failed the command (no address left). */
     if (rv == 0 && x->result->code == CLUSTER_RESULT_OK)
         exec_succeed(x, id);
 out:
@@ -163,7 +145,7 @@ out:
 /* Checks the pre-auth key at the command's time; the caller marks it used
  * once the registration succeeded. Its owner and tags are authoritative:
  * they overwrite whatever the proposer sent. */
-static int check_preauthkey(struct exec *x, struct registration *r, Concord__PreAuthKey **out,
+static int check_preauthkey(struct exec *x, struct exec_registration *r, Concord__PreAuthKey **out,
                             bool *is_ok)
 {
     Concord__PreAuthKey *k = NULL;
@@ -198,7 +180,7 @@ int exec_register_node(struct exec *x)
 {
     const Concord__RegisterNode *op = x->cmd->register_node;
     Concord__PreAuthKey *key = NULL;
-    struct registration r = {
+    struct exec_registration r = {
         .machine_key = op->machine_key,
         .node_key = op->node_key,
         .user_id = op->user_id,
@@ -305,7 +287,7 @@ int exec_approve_registration(struct exec *x)
     const Concord__ApproveRegistration *op = x->cmd->approve_registration;
     const char *auth_id = exec_str_or_empty(op->auth_id);
     Concord__PendingRegistration *p = NULL;
-    struct registration r = {0};
+    struct exec_registration r = {0};
     int rv = store_registration_get(x->t, auth_id, &p);
 
     if (rv == STORE_NOTFOUND)

@@ -307,4 +307,8 @@ void admin_peer_length_make(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], in
 int admin_peer_length_check(const uint8_t secret[ADMIN_CLUSTER_SECRET_BYTES], const char *header,
                             size_t content_length, int64_t now_unix_ms);
 
+/* Finds a user by name, or by id when the text is a number and no user has
+ * that name (Headscale takes names; the CLI lets operators give either). */
+int admin_user_resolve(struct store_txn *t, const char *text, uint64_t *id);
+
 #endif

@@ -74,22 +74,6 @@ static const char *body_string(const struct admin_call *call, const struct admin
     return json_string_value(v);
 }
 
-/* Finds a user by name, or by id when the text is a number and no user has
- * that name, as the node routes do. */
-static int user_resolve(struct store_txn *t, const char *text, uint64_t *id)
-{
-    Concord__User *u = NULL;
-    uint64_t numeric;
-    int rv = store_user_get_by_name(t, text, &u);
-
-    if (rv == STORE_NOTFOUND && admin_parse_id(text, &numeric) == 0)
-        rv = store_user_get(t, numeric, &u);
-    if (rv == 0)
-        *id = u->id;
-    store_record_free(u);
-    return rv;
-}
-
 /* ---- register ---- */
 
 /* Replies {"node": ...} for the node the approval registered. */
@@ -127,7 +111,7 @@ static void register_read(struct admin_call *call, struct store_txn *t)
     Concord__ApproveRegistration *op;
     Concord__Command *cmd;
     uint64_t user_id = 0;
-    int rv = user_resolve(t, user, &user_id);
+    int rv = admin_user_resolve(t, user, &user_id);
 
     if (rv == STORE_NOTFOUND) {
         admin_fail(call, ADMIN_NOTFOUND, "user \"%s\" not found", user);

@@ -52,7 +52,7 @@ static int node_id_param(struct admin_call *call)
 
 /* Finds a user by name, or by id when the text is a number and no user has
  * that name (Headscale takes names; the CLI lets operators give either). */
-static int user_resolve(struct store_txn *t, const char *text, uint64_t *id)
+int admin_user_resolve(struct store_txn *t, const char *text, uint64_t *id)
 {
     Concord__User *u = NULL;
     uint64_t numeric;
@@ -94,7 +94,7 @@ static void node_list_read(struct admin_call *call, struct store_txn *t)
     int rv;
 
     if (net_http_query_get(call->req, "user", user, sizeof user) && user[0] != '\0') {
-        rv = user_resolve(t, user, &f.user_id);
+        rv = admin_user_resolve(t, user, &f.user_id);
         if (rv == STORE_NOTFOUND) {
             admin_fail(call, ADMIN_NOTFOUND, "user \"%s\" not found", user);
             return;
@@ -316,7 +316,7 @@ void admin_node_debug_create(struct admin_call *call)
     }
     rv = store_txn_begin(call->admin->opts.store, false, &t);
     if (rv == 0) {
-        rv = user_resolve(t, v[0].str, &user_id);
+        rv = admin_user_resolve(t, v[0].str, &user_id);
         store_txn_abort(t);
     }
     if (rv == STORE_NOTFOUND) {

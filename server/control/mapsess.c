@@ -166,11 +166,6 @@ static int full_peer(const ProtobufCMessage *record, void *arg)
     return 0;
 }
 
-struct profile_walk {
-    struct store_txn *t;
-    struct jw *w;
-};
-
 static void render_profiles(struct store_txn *t, struct jw *w, const struct ctl_idmap *users)
 {
     for (size_t i = 0; i < users->cap; i++) {
