@@ -186,7 +186,5 @@ void ctl_conn_close(struct ctl_conn *conn, const char *reason);
 /* A Command stamped with this replica's actor and clock; NULL on no memory. */
 Concord__Command *ctl_command_new(struct control *c);
 int64_t ctl_now_ms(void);
-/* Reads a node and its owner's profile into a RegisterResponse success. */
-int ctl_render_login(struct control *c, struct store_txn *t, const Concord__Node *n, struct jw *w);
 
 #endif

@@ -156,42 +156,32 @@ void ctl_machine_stream_closed(struct ctl_conn *conn, struct h2_stream *st, void
 
 /* ---- the login answer ---- */
 
-static void render_profile(struct jw *w, uint64_t id, const char *login, const char *display)
+/* The owner's profile (tailcfg.UserProfile's fields cover what the client
+ * reads of tailcfg.User and tailcfg.Login). */
+static void render_owner(struct jw *w, const Concord__User *u)
 {
-    jw_obj_begin(w);
-    jw_key(w, "ID");
-    jw_uint(w, id);
-    jw_key(w, "LoginName");
-    jw_str(w, login);
-    jw_key(w, "DisplayName");
-    jw_str(w, display);
-    jw_key(w, "ProfilePicURL");
-    jw_str(w, "");
-    jw_obj_end(w);
+    if (u != NULL)
+        mapenc_user_profile(w, u);
+    else
+        mapenc_tagged_profile(w);
 }
 
-int ctl_render_login(struct control *c, struct store_txn *t, const Concord__Node *n, struct jw *w)
+/* A RegisterResponse for a registered, authorized node. */
+static int render_login(struct store_txn *t, const Concord__Node *n, struct jw *w)
 {
     Concord__User *u = NULL;
-    uint64_t id = MAPENC_TAGGED_USER_ID;
-    const char *login = MAPENC_TAGGED_USER_NAME;
-    const char *display = MAPENC_TAGGED_USER_NAME;
 
-    (void)c;
     if (n->n_tags == 0) {
         int rv = store_user_get(t, n->user_id, &u);
 
         if (rv != 0)
             return rv;
-        id = u->id;
-        login = u->email != NULL && u->email[0] != '\0' ? u->email : u->name;
-        display = u->display_name != NULL && u->display_name[0] != '\0' ? u->display_name : u->name;
     }
     jw_obj_begin(w);
     jw_key(w, "User");
-    render_profile(w, id, login, display);
+    render_owner(w, u);
     jw_key(w, "Login");
-    render_profile(w, id, login, display);
+    render_owner(w, u);
     jw_key(w, "NodeKeyExpired");
     jw_bool(w, false);
     jw_key(w, "MachineAuthorized");
@@ -220,7 +210,7 @@ static void finish_login(struct ctl_req *r)
         return;
     }
     jw_init(&w);
-    rv = ctl_render_login(c, t, n, &w);
+    rv = render_login(t, n, &w);
     store_txn_abort(t);
     if (rv == 0)
         finish_json(r, &w);
