@@ -287,8 +287,8 @@ static const struct cfg_row rows[] = {
      "JSON file of a Tailscale DERPMap ({\"Regions\": {\"900\": {...}}}) sent to clients, "
      "besides the embedded region; \"\": none"},
     {"derp.server.enabled", CFG_BOOL, OFF(derp.server.enabled), TEXT, "false", 0, 0, NULL, NULL,
-     "run the embedded DERP relay (and STUN) on this replica; each replica's relay is a region "
-     "of the DERP map every replica sends"},
+     "run the embedded DERP relay (and STUN) on this replica; the relays of all replicas are "
+     "in the DERP map every replica sends"},
     {"derp.server.listen_addr", CFG_ADDR, OFF(derp.server.listen_addr), TEXT, "127.0.0.1:3340", 0,
      0, NULL, NULL,
      "TLS listener of the relay (clients connect to it directly, not through a load "
@@ -298,10 +298,13 @@ static const struct cfg_row rows[] = {
     {"derp.server.stun_listen_addr", CFG_STRING, OFF(derp.server.stun_listen_addr), TEXT,
      "127.0.0.1:3478", 0, 0, NULL, NULL,
      "UDP address of the STUN server (its port is advertised); \"\": no STUN"},
+    {"derp.server.mesh", CFG_BOOL, OFF(derp.server.mesh), TEXT, "true", 0, 0, NULL, NULL,
+     "the relays connect to each other and forward packets (a mesh keyed from the cluster "
+     "secret), so they form one region; false: one region per relay"},
     {"derp.server.region_id", CFG_UINT, OFF(derp.server.region_id), TEXT, "900", 1, 65535, NULL,
      NULL,
-     "region of replica 1's relay; replica N's is region_id + N - 1 (one region per relay; "
-     "900-999 are set aside for self-hosted relays)"},
+     "region of the meshed relays; without the mesh, replica N's relay is region "
+     "region_id + N - 1 (900-999 are set aside for self-hosted relays)"},
     {"derp.server.region_code", CFG_STRING, OFF(derp.server.region_code), TEXT, "concord", 0, 0,
      NULL, NULL, "short region name shown by clients"},
     {"derp.server.region_name", CFG_STRING, OFF(derp.server.region_name), TEXT,

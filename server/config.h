@@ -94,6 +94,7 @@ struct config {
             char *listen_addr;      /* TLS */
             char *advertise_addr;   /* host:port in the DERP map */
             char *stun_listen_addr; /* UDP; "": none */
+            bool mesh;              /* one meshed region, else a region per relay */
             uint64_t region_id;
             char *region_code;
             char *region_name;

@@ -456,12 +456,30 @@ static int relay_certificate(const struct config *cfg, const char *host, char *c
     return 0;
 }
 
+/* The relays' shared mesh key, derived from the cluster secret so that
+ * replicas need no further shared file: the hex of HMAC-SHA256(secret,
+ * "concord derp mesh v1"). */
+static void relay_mesh_key(const struct replica *r, char hex[2 * crypto_auth_hmacsha256_BYTES + 1])
+{
+    static const char label[] = "concord derp mesh v1";
+    crypto_auth_hmacsha256_state st;
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+
+    crypto_auth_hmacsha256_init(&st, r->peer.cluster_secret, sizeof r->peer.cluster_secret);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)label, sizeof label - 1);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(hex, 2 * sizeof mac + 1, mac, sizeof mac);
+    sodium_memzero(mac, sizeof mac);
+    sodium_memzero(&st, sizeof st);
+}
+
 /* Starts the embedded relay and describes it as clients must see it. */
 static int replica_start_relay(struct replica *r, Concord__DerpNode *node, char *host, char *pin)
 {
     const struct config *cfg = r->cfg;
     char cert[PATH_MAX];
     char key[PATH_MAX];
+    char mesh_key[2 * crypto_auth_hmacsha256_BYTES + 1];
     char errmsg[256] = "";
     unsigned port;
     struct relay_options opts = {
@@ -469,8 +487,11 @@ static int replica_start_relay(struct replica *r, Concord__DerpNode *node, char 
         .store = r->store,
         .listen_addr = cfg->derp.server.listen_addr,
         .stun_listen_addr = cfg->derp.server.stun_listen_addr,
+        .replica_id = cfg->cluster.id,
+        .mesh_key = cfg->derp.server.mesh ? mesh_key : NULL,
     };
     unsigned char addr[16];
+    int rv;
 
     if (net_address_split(cfg->derp.server.advertise_addr, host, 256, &port) != 0) {
         LOG_ERROR("derp.server.advertise_addr: not host:port");
@@ -480,7 +501,10 @@ static int replica_start_relay(struct replica *r, Concord__DerpNode *node, char 
         return -1;
     opts.cert_path = cert;
     opts.key_path = key;
-    if (relay_new(&opts, &r->relay, errmsg) != 0) {
+    relay_mesh_key(r, mesh_key);
+    rv = relay_new(&opts, &r->relay, errmsg);
+    sodium_memzero(mesh_key, sizeof mesh_key);
+    if (rv != 0) {
         LOG_ERROR("derp: %s", errmsg);
         return -1;
     }
@@ -526,6 +550,7 @@ static int replica_start_control(struct replica *r)
     int rv;
 
     opts.derp_region_id = (uint32_t)cfg->derp.server.region_id;
+    opts.derp_mesh = cfg->derp.server.mesh;
     opts.derp_region_code = cfg->derp.server.region_code;
     opts.derp_region_name = cfg->derp.server.region_name;
     if (cfg->derp.server.enabled) {

@@ -47,6 +47,7 @@ struct control_options {
      * replicas table; every replica's relay is a node of one region. */
     const Concord__DerpNode *derp_node; /* copied */
     uint32_t derp_region_id;
+    bool derp_mesh; /* the relays mesh: one region; else one region per relay */
     const char *derp_region_code;
     const char *derp_region_name;
     uint64_t ephemeral_inactivity_ms;

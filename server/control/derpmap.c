@@ -86,11 +86,13 @@ static json_t *node_json(uint32_t region, uint64_t replica_id, const Concord__De
 struct region_walk {
     struct control *c;
     json_t *regions;
+    json_t *mesh_nodes; /* meshed relays: the nodes of the one region */
 };
 
-/* One region per relay (replica N: region_id + N - 1): a client reaches a
- * peer homed on another replica's relay by connecting to that region, as it
- * does for any other region, so no forwarding between relays is needed. */
+/* Meshed relays forward to each other, so they are the nodes of one region
+ * (in replica id order). Otherwise one region per relay (replica N:
+ * region_id + N - 1): a client reaches a peer homed on another replica's
+ * relay by connecting to that region, as it does for any other region. */
 static int add_replica_region(const ProtobufCMessage *record, void *arg)
 {
     const Concord__Replica *r = (const Concord__Replica *)record;
@@ -104,6 +106,11 @@ static int add_replica_region(const ProtobufCMessage *record, void *arg)
 
     if (r->derp == NULL || id > INT32_MAX)
         return 0;
+    if (w->mesh_nodes != NULL)
+        return json_array_append_new(w->mesh_nodes,
+                                     node_json(w->c->opt.derp_region_id, r->id, r->derp)) == 0
+                   ? 0
+                   : STORE_NOMEM;
     snprintf(key, sizeof key, "%" PRIu64, id);
     snprintf(code, sizeof code, "%s-%" PRIu64, w->c->derp_region_code, r->id);
     snprintf(name, sizeof name, "%s (replica %" PRIu64 ")", w->c->derp_region_name, r->id);
@@ -135,10 +142,22 @@ bool ctl_derpmap_rebuild(struct control *c)
     if (c->derp_file != NULL)
         json_object_update(regions, json_object_get(c->derp_file, "Regions"));
     w.regions = regions;
+    w.mesh_nodes = c->opt.derp_mesh ? json_array() : NULL;
     if (c->derp_region_code != NULL && store_txn_begin(c->opt.store, false, &t) == 0) {
         store_replica_each(t, add_replica_region, &w);
         store_txn_abort(t);
     }
+    if (json_array_size(w.mesh_nodes) > 0) {
+        char key[16];
+
+        snprintf(key, sizeof key, "%" PRIu32, c->opt.derp_region_id);
+        json_object_set_new(regions, key,
+                            json_pack("{s:I, s:s, s:s, s:O}", "RegionID",
+                                      (json_int_t)c->opt.derp_region_id, "RegionCode",
+                                      c->derp_region_code, "RegionName", c->derp_region_name,
+                                      "Nodes", w.mesh_nodes));
+    }
+    json_decref(w.mesh_nodes);
     if (json_object_size(regions) > 0) {
         json_object_set_new(map, "Regions", regions);
         regions = NULL;

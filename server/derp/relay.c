@@ -2,7 +2,13 @@
  * struct relay_conn joining a raw (upgraded) socket to a derp_client: socket
  * bytes are fed to the core, the core's output is written to the socket.
  * A connection the core or the socket ends is freed at the end of the loop
- * iteration (a uv_check reaper), never from inside one of its callbacks. */
+ * iteration (a uv_check reaper), never from inside one of its callbacks.
+ * Mesh: a struct mesh_peer per other replica with a relay joins an outgoing
+ * upgraded connection (net_http_client_upgrade) to a derp_mesh_link. One
+ * timer re-reads the replicas table every MESH_SCAN_MS (adding peers,
+ * dropping those that left or moved) and dials the peers whose backoff has
+ * run out; a link that ends is freed by the same reaper, which then plans
+ * the next attempt. */
 #include "server/derp/relay.h"
 
 #include <inttypes.h>
@@ -25,6 +31,17 @@
 #define FAST_START_HEADER     "Derp-Fast-Start"
 #define CHALLENGE_HEADER      "X-Tailscale-Challenge"
 
+#define MESH_SCAN_MS        2000
+#define MESH_BACKOFF_MIN_MS 1000
+#define MESH_BACKOFF_MAX_MS 30000
+#define MESH_HANDSHAKE_MS   10000 /* connect, TLS and the upgrade */
+/* Every relay sends each connection something at least every two keepalive
+ * periods; a link silent for longer is dead even if TCP has not noticed. */
+#define MESH_SILENCE_MS (2 * KEEPALIVE_MS + 30000)
+/* Frames for a peer relay that stopped reading are dropped past this. */
+#define MESH_MAX_BACKLOG_BYTES (4 * 1024 * 1024)
+#define MESH_ADDRESS_BYTES     300
+
 struct relay_conn {
     struct relay *relay;
     struct net_raw *raw;        /* NULL before the upgrade and once closed */
@@ -33,6 +50,25 @@ struct relay_conn {
     size_t pending_len;
     bool is_dead;
     struct relay_conn *prev, *next; /* in relay->conns or relay->dead */
+};
+
+/* This relay's link to another replica's relay. Between attempts raw and
+ * link are NULL and retry_at says when to dial again. */
+struct mesh_peer {
+    struct relay *relay;
+    uint64_t replica_id;
+    char address[MESH_ADDRESS_BYTES]; /* "host:port" dialled */
+    char name[32];                    /* "replica <id>" */
+    struct net_client_raw *raw;       /* the attempt, then the upgraded stream */
+    struct derp_mesh_link *link;      /* from the 101 on */
+    bool is_dead;                     /* ended: the reaper frees the link */
+    bool is_listed;                   /* still in the replicas table; else freed once dead */
+    unsigned failures;                /* attempts failed in a row (the first is logged) */
+    unsigned backoff_ms;
+    uint64_t retry_at; /* uv_now() of the next attempt */
+    uint64_t up_at;    /* uv_now() of the 101; 0 while not up */
+    uint64_t last_read_at;
+    struct mesh_peer *next;
 };
 
 struct relay {
@@ -45,7 +81,11 @@ struct relay {
     uv_check_t reaper;
     struct relay_conn *conns;
     struct relay_conn *dead;
-    unsigned closing_parts; /* listener, STUN, timer, reaper still closing */
+    bool has_mesh;
+    uv_timer_t mesh_timer; /* the next scan or attempt, whichever comes first */
+    uint64_t next_scan_at; /* uv_now() */
+    struct mesh_peer *peers;
+    unsigned closing_parts; /* listener, STUN, timers, reaper still closing */
     relay_close_cb close_cb;
     void *close_arg;
 };
@@ -98,6 +138,8 @@ static void conn_free(struct relay_conn *c)
     free(c);
 }
 
+static void mesh_reap(struct relay *r);
+
 static void reaper_run(uv_check_t *h)
 {
     struct relay *r = h->data;
@@ -108,6 +150,7 @@ static void reaper_run(uv_check_t *h)
         list_unlink(&r->dead, c);
         conn_free(c);
     }
+    mesh_reap(r);
     uv_check_stop(h);
 }
 
@@ -259,6 +302,321 @@ static void relay_handle(void *arg, struct net_http_request *req)
     }
 }
 
+/* ---- mesh links to the other replicas' relays ---- */
+
+static void mesh_on_timer(uv_timer_t *h);
+
+static void mesh_schedule(struct relay *r)
+{
+    uint64_t now = uv_now(r->opt.loop);
+    uint64_t due = r->next_scan_at;
+
+    for (const struct mesh_peer *p = r->peers; p != NULL; p = p->next) {
+        if (p->raw == NULL && !p->is_dead && p->retry_at < due)
+            due = p->retry_at;
+    }
+    uv_timer_start(&r->mesh_timer, mesh_on_timer, due > now ? due - now : 0, 0);
+}
+
+/* Plans the next attempt. A link that stayed up a while starts the backoff
+ * over; one the peer drops at once keeps doubling it. */
+static void mesh_retry_later(struct mesh_peer *p)
+{
+    uint64_t now = uv_now(p->relay->opt.loop);
+
+    if (p->up_at != 0 && now - p->up_at >= MESH_BACKOFF_MAX_MS)
+        p->backoff_ms = MESH_BACKOFF_MIN_MS;
+    p->up_at = 0;
+    p->retry_at = now + p->backoff_ms;
+    p->backoff_ms =
+        p->backoff_ms * 2 < MESH_BACKOFF_MAX_MS ? p->backoff_ms * 2 : MESH_BACKOFF_MAX_MS;
+}
+
+/* An attempt failed before any link existed. */
+static void mesh_attempt_failed(struct mesh_peer *p, const char *why)
+{
+    if (p->failures++ == 0)
+        LOG_INFO("derp mesh: cannot link to replica %" PRIu64 " at %s: %s (retrying)",
+                 p->replica_id, p->address, why);
+    else
+        LOG_DEBUG("derp mesh: cannot link to replica %" PRIu64 " at %s: %s", p->replica_id,
+                  p->address, why);
+    mesh_retry_later(p);
+}
+
+/* Ends the attempt or the link; the reaper frees the link at the end of the
+ * loop iteration (the core may be calling from inside it). */
+static void mesh_kill(struct mesh_peer *p, const char *reason)
+{
+    if (p->is_dead)
+        return;
+    p->is_dead = true;
+    if (p->raw != NULL) {
+        net_client_raw_close(p->raw, reason);
+        p->raw = NULL;
+    }
+    if (p->link != NULL)
+        LOG_INFO("derp mesh: link to replica %" PRIu64 " at %s down: %s", p->replica_id, p->address,
+                 reason);
+    uv_check_start(&p->relay->reaper, reaper_run);
+}
+
+static void mesh_reap(struct relay *r)
+{
+    struct mesh_peer **pp = &r->peers;
+    bool has_reaped = false;
+
+    while (*pp != NULL) {
+        struct mesh_peer *p = *pp;
+
+        if (!p->is_dead) {
+            pp = &p->next;
+            continue;
+        }
+        has_reaped = true;
+        derp_mesh_link_free(p->link);
+        p->link = NULL;
+        p->is_dead = false;
+        if (!p->is_listed) {
+            *pp = p->next;
+            free(p);
+            continue;
+        }
+        mesh_retry_later(p);
+        pp = &p->next;
+    }
+    if (has_reaped)
+        mesh_schedule(r);
+}
+
+/* A peer relay that stops reading loses whole frames (relayed packets may
+ * be lost) rather than growing the queue without bound. */
+static int mesh_send(void *arg, const uint8_t *data, size_t len)
+{
+    struct mesh_peer *p = arg;
+
+    if (p->is_dead || p->raw == NULL)
+        return -1;
+    if (net_client_raw_write_queued(p->raw) > MESH_MAX_BACKLOG_BYTES)
+        return 0;
+    return net_client_raw_write(p->raw, data, len) == 0 ? 0 : -1;
+}
+
+static void mesh_core_close(void *arg, const char *reason)
+{
+    mesh_kill(arg, reason);
+}
+
+static void mesh_on_read(void *arg, const uint8_t *data, size_t len)
+{
+    struct mesh_peer *p = arg;
+
+    if (p->is_dead || p->link == NULL)
+        return;
+    p->last_read_at = uv_now(p->relay->opt.loop);
+    if (derp_mesh_link_feed(p->link, data, len) != 0)
+        mesh_kill(p, "DERP protocol error");
+}
+
+static void mesh_on_raw_close(void *arg, const char *reason)
+{
+    struct mesh_peer *p = arg;
+
+    p->raw = NULL;
+    mesh_kill(p, reason);
+}
+
+static void mesh_on_upgrade(void *arg, int status, int http_status)
+{
+    struct mesh_peer *p = arg;
+    struct relay *r = p->relay;
+    const struct derp_io io = {.send = mesh_send, .close = mesh_core_close};
+    char why[64];
+
+    if (status != NET_OK) {
+        p->raw = NULL;
+        if (status == NET_REFUSED)
+            snprintf(why, sizeof why, "answered HTTP %d", http_status);
+        else
+            snprintf(why, sizeof why, "%s", net_strerror(status));
+        mesh_attempt_failed(p, why);
+        mesh_schedule(r);
+        return;
+    }
+    p->link = derp_mesh_link_new(r->derp, &io, p, p->name);
+    if (p->link == NULL) {
+        LOG_WARN("derp mesh: no link to replica %" PRIu64 ": out of memory or too many links",
+                 p->replica_id);
+        mesh_kill(p, "no link");
+        return;
+    }
+    p->failures = 0;
+    p->up_at = p->last_read_at = uv_now(r->opt.loop);
+    LOG_INFO("derp mesh: link to replica %" PRIu64 " at %s up", p->replica_id, p->address);
+}
+
+/* TLS without verification, as for every peer request: the mesh key in the
+ * client info is what the other relay checks, and it is sealed to that
+ * relay's key. */
+static void mesh_dial(struct mesh_peer *p)
+{
+    const struct net_http_client_request req = {
+        .address = p->address,
+        .method = "GET",
+        .path = "/derp",
+        .extra_headers = "Upgrade: DERP\r\nConnection: Upgrade\r\n",
+        .timeout_ms = MESH_HANDSHAKE_MS,
+        .use_tls = true,
+    };
+    const struct net_raw_callbacks cb = {.on_read = mesh_on_read, .on_close = mesh_on_raw_close};
+    int rv = net_http_client_upgrade(p->relay->opt.loop, &req, mesh_on_upgrade, &cb, p, &p->raw);
+
+    if (rv != 0) {
+        p->raw = NULL;
+        mesh_attempt_failed(p, net_strerror(rv));
+    }
+}
+
+/* The replicas table, read once per scan. */
+struct mesh_target {
+    uint64_t id;
+    char address[MESH_ADDRESS_BYTES];
+};
+
+struct mesh_targets {
+    uint64_t self;
+    struct mesh_target *items;
+    size_t n;
+    size_t cap;
+};
+
+/* Dials the node's IPv4 address when it has one, else its name. */
+static int mesh_collect(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Replica *rep = (const Concord__Replica *)record;
+    const Concord__DerpNode *d = rep->derp;
+    struct mesh_targets *ts = arg;
+    const char *host;
+    bool is_v6;
+
+    if (rep->id == ts->self || d == NULL || d->derp_port == 0 || d->derp_port > 65535)
+        return 0;
+    host = d->ipv4[0] != '\0' && strcmp(d->ipv4, "none") != 0 ? d->ipv4 : d->host_name;
+    if (host[0] == '\0')
+        return 0;
+    if (ts->n == ts->cap) {
+        size_t cap = ts->cap == 0 ? 4 : 2 * ts->cap;
+        struct mesh_target *bigger = realloc(ts->items, cap * sizeof *bigger);
+
+        if (bigger == NULL)
+            return STORE_NOMEM;
+        ts->items = bigger;
+        ts->cap = cap;
+    }
+    is_v6 = strchr(host, ':') != NULL;
+    ts->items[ts->n].id = rep->id;
+    snprintf(ts->items[ts->n].address, MESH_ADDRESS_BYTES, "%s%s%s:%u", is_v6 ? "[" : "", host,
+             is_v6 ? "]" : "", d->derp_port);
+    ts->n++;
+    return 0;
+}
+
+static struct mesh_peer *mesh_find(struct relay *r, const struct mesh_target *t)
+{
+    for (struct mesh_peer *p = r->peers; p != NULL; p = p->next) {
+        if (p->replica_id == t->id && strcmp(p->address, t->address) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void mesh_add(struct relay *r, const struct mesh_target *t)
+{
+    struct mesh_peer *p = calloc(1, sizeof *p);
+
+    if (p == NULL) {
+        LOG_WARN("derp mesh: out of memory for a link to replica %" PRIu64, t->id);
+        return;
+    }
+    p->relay = r;
+    p->replica_id = t->id;
+    memcpy(p->address, t->address, sizeof p->address);
+    snprintf(p->name, sizeof p->name, "replica %" PRIu64, t->id);
+    p->is_listed = true;
+    p->backoff_ms = MESH_BACKOFF_MIN_MS;
+    p->retry_at = uv_now(r->opt.loop);
+    p->next = r->peers;
+    r->peers = p;
+}
+
+/* One peer per listed relay: new ones are added (dialled by the caller),
+ * those that left the table or moved are dropped. */
+static void mesh_scan(struct relay *r)
+{
+    struct mesh_targets ts = {.self = r->opt.replica_id};
+    struct store_txn *t;
+    int rv = store_txn_begin(r->opt.store, false, &t);
+
+    if (rv == 0) {
+        rv = store_replica_each(t, mesh_collect, &ts);
+        store_txn_abort(t);
+    }
+    if (rv != 0) {
+        LOG_WARN("derp mesh: cannot read the replicas: %s", store_strerror(rv));
+        free(ts.items);
+        return;
+    }
+    for (struct mesh_peer *p = r->peers; p != NULL; p = p->next)
+        p->is_listed = false;
+    for (size_t i = 0; i < ts.n; i++) {
+        struct mesh_peer *p = mesh_find(r, &ts.items[i]);
+
+        if (p != NULL)
+            p->is_listed = true;
+        else
+            mesh_add(r, &ts.items[i]);
+    }
+    for (struct mesh_peer *p = r->peers; p != NULL; p = p->next) {
+        if (!p->is_listed)
+            mesh_kill(p, "no longer listed");
+    }
+    free(ts.items);
+}
+
+static void mesh_on_timer(uv_timer_t *h)
+{
+    struct relay *r = h->data;
+    uint64_t now = uv_now(r->opt.loop);
+
+    if (now >= r->next_scan_at) {
+        mesh_scan(r);
+        r->next_scan_at = now + MESH_SCAN_MS;
+        for (struct mesh_peer *p = r->peers; p != NULL; p = p->next) {
+            if (p->link != NULL && !p->is_dead && now - p->last_read_at > MESH_SILENCE_MS)
+                mesh_kill(p, "silent for too long");
+        }
+    }
+    for (struct mesh_peer *p = r->peers; p != NULL; p = p->next) {
+        if (p->raw == NULL && !p->is_dead && p->retry_at <= now)
+            mesh_dial(p);
+    }
+    mesh_schedule(r);
+}
+
+/* Closing: nothing calls back after the connections' close. */
+static void mesh_free_all(struct relay *r)
+{
+    while (r->peers != NULL) {
+        struct mesh_peer *p = r->peers;
+
+        r->peers = p->next;
+        if (p->raw != NULL)
+            net_client_raw_close(p->raw, "relay closing");
+        derp_mesh_link_free(p->link);
+        free(p);
+    }
+}
+
 /* ---- admission ---- */
 
 static bool verify_node(void *arg, const uint8_t node_key[DERP_KEY_BYTES])
@@ -324,7 +682,7 @@ static void on_handle_closed(uv_handle_t *h)
 int relay_new(const struct relay_options *opts, struct relay **out, char *errmsg)
 {
     struct relay *r = calloc(1, sizeof *r);
-    struct derp_options dopts = {.verify = verify_node};
+    struct derp_options dopts = {.verify = verify_node, .mesh_key = opts->mesh_key};
     struct net_http_server_options hopts = {
         .tcp_address = opts->listen_addr,
         .max_body_bytes = 1024,
@@ -341,6 +699,8 @@ int relay_new(const struct relay_options *opts, struct relay **out, char *errmsg
         return -1;
     }
     r->opt = *opts;
+    r->opt.mesh_key = NULL; /* borrowed for relay_new only: the core keeps its copy */
+    r->has_mesh = opts->mesh_key != NULL;
     r->stun_port = -1;
     /* The relay's own key: clients learn it in the handshake, nothing pins
      * it, so a fresh one per process is enough. */
@@ -349,7 +709,7 @@ int relay_new(const struct relay_options *opts, struct relay **out, char *errmsg
     rv = derp_server_new(&dopts, &r->derp);
     sodium_memzero(dopts.private_key, sizeof dopts.private_key);
     if (rv != 0) {
-        snprintf(errmsg, 256, "out of memory");
+        snprintf(errmsg, 256, "out of memory, or a mesh key that is not 64 hex characters");
         free(r);
         return -1;
     }
@@ -370,10 +730,14 @@ int relay_new(const struct relay_options *opts, struct relay **out, char *errmsg
         r->stun_port = stun_server_port(r->stun);
     }
     uv_timer_init(opts->loop, &r->keepalive);
+    uv_timer_init(opts->loop, &r->mesh_timer);
     uv_check_init(opts->loop, &r->reaper);
     r->keepalive.data = r;
+    r->mesh_timer.data = r;
     r->reaper.data = r;
     uv_timer_start(&r->keepalive, on_keepalive, KEEPALIVE_MS, KEEPALIVE_MS);
+    if (r->has_mesh)
+        uv_timer_start(&r->mesh_timer, mesh_on_timer, 0, 0);
     *out = r;
     return 0;
 }
@@ -394,10 +758,12 @@ void relay_close(struct relay *r, relay_close_cb cb, void *arg)
     r->close_arg = arg;
     while (r->conns != NULL)
         conn_kill(r->conns, "relay closing");
-    r->closing_parts = 4 - (r->stun == NULL);
+    mesh_free_all(r);
+    r->closing_parts = 5 - (r->stun == NULL);
     net_http_server_close(r->http, on_http_closed, r);
     if (r->stun != NULL)
         stun_server_close(r->stun, on_stun_closed, r);
     uv_close((uv_handle_t *)&r->keepalive, on_handle_closed);
+    uv_close((uv_handle_t *)&r->mesh_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->reaper, on_handle_closed);
 }

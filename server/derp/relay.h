@@ -3,7 +3,11 @@
  * (plus /derp/probe, /derp/latency-check and /generate_204), the DERP core
  * relaying between the connected clients, and the STUN server. Only nodes of
  * the tailnet may connect: a node key must belong to a registered node whose
- * key has not expired (read from this replica's store). */
+ * key has not expired (read from this replica's store).
+ * With a mesh key, the relays of the replicas form one region: each keeps a
+ * mesh link (TLS, the DERP upgrade, the mesh key in its client info) to
+ * every other replica's relay listed in the replicas table, so that a
+ * packet for a client connected to another relay is forwarded there. */
 #ifndef CONCORD_SERVER_DERP_RELAY_H
 #define CONCORD_SERVER_DERP_RELAY_H
 
@@ -18,6 +22,10 @@ struct relay_options {
     const char *cert_path;        /* PEM */
     const char *key_path;         /* PEM */
     const char *stun_listen_addr; /* UDP "host:port"; "": no STUN */
+    uint64_t replica_id;          /* this replica's: its own relay is not linked to */
+    /* 64 lowercase hex characters shared by the replicas (read by relay_new
+     * only), or NULL: no mesh. */
+    const char *mesh_key;
 };
 
 struct relay;

@@ -1,5 +1,5 @@
 /* server/net/client.c: one HTTP/1.1 request on a fresh connection, for
- * replica-to-replica calls.
+ * replica-to-replica calls, and the client side of a protocol switch.
  * Happy path: RESOLVING (numeric addresses and "localhost" skip it) ->
  * CONNECTING -> EXCHANGING (the request is written while the response is
  * read and parsed) -> the callback with the status and body -> CLOSING.
@@ -11,7 +11,13 @@
  * the ClientHello goes out first, records read are decrypted in place before
  * the parser sees them, and the request is encrypted and sent once the
  * handshake is done. A failed handshake or a bad record ends the exchange
- * with NET_PROTOCOL. */
+ * with NET_PROTOCOL.
+ * An upgrade (net_http_client_upgrade) is the same exchange that ends at the
+ * response head: a 101 moves it to RAW (the timer stops, bytes pass through
+ * both ways, TLS still at the edge), where an I/O error or the peer's end
+ * closes the handles and on_close fires from their close callback; the
+ * owner's close moves it to DRAINING (close_notify, shutdown after the
+ * queued writes, the timer bounding the wait) and then CLOSING. */
 #include "server/net/net_internal.h"
 
 #include <stdio.h>
@@ -24,11 +30,15 @@
 #include "server/net/address.h"
 
 #define CLIENT_READ_BYTES (64 * 1024)
+/* How long a closed upgraded stream may take to write what it had queued. */
+#define DRAIN_TIMEOUT_MS 2000
 
 enum exchange_state {
     EXCHANGE_RESOLVING,
     EXCHANGE_CONNECTING,
     EXCHANGE_EXCHANGING,
+    EXCHANGE_RAW,
+    EXCHANGE_DRAINING,
     EXCHANGE_CLOSING
 };
 
@@ -40,13 +50,17 @@ struct queued_write {
 
 struct exchange {
     uv_tcp_t tcp;     /* tcp.data == this */
-    uv_timer_t timer; /* the whole exchange */
+    uv_timer_t timer; /* the whole exchange; for an upgrade, up to the answer, then the drain */
     uv_getaddrinfo_t resolve;
     uv_connect_t connect;
+    uv_shutdown_t shutdown;
     enum exchange_state state;
     unsigned open_handles;
-    bool is_resolving; /* a lookup is outstanding: its callback must run before free */
-    net_http_client_cb cb;
+    bool is_resolving;              /* a lookup is outstanding: its callback must run before free */
+    net_http_client_cb cb;          /* a request; NULL for an upgrade */
+    net_http_upgrade_cb on_upgrade; /* an upgrade; NULL for a request */
+    struct net_raw_callbacks raw_cb;
+    const char *close_reason; /* RAW ended by itself: on_close fires with it once closed */
     void *arg;
     bool has_reported;
     char host[256];
@@ -79,25 +93,65 @@ static void exchange_on_close(uv_handle_t *h)
 {
     struct exchange *x = h->data;
 
-    x->open_handles--;
+    if (--x->open_handles == 0 && x->close_reason != NULL)
+        x->raw_cb.on_close(x->arg, x->close_reason);
     exchange_maybe_free(x);
 }
 
-/* Reports (once) and closes everything; x is freed later. */
-static void exchange_finish(struct exchange *x, int status)
+static void exchange_close_handles(struct exchange *x)
 {
-    if (x->state == EXCHANGE_CLOSING)
-        return;
     x->state = EXCHANGE_CLOSING;
-    if (!x->has_reported) {
-        x->has_reported = true;
-        x->cb(x->arg, status, status == NET_OK ? x->http_status : 0,
-              status == NET_OK ? x->body : NULL, status == NET_OK ? x->body_len : 0);
-    }
     if (x->is_resolving)
         uv_cancel((uv_req_t *)&x->resolve);
     uv_close((uv_handle_t *)&x->tcp, exchange_on_close);
     uv_close((uv_handle_t *)&x->timer, exchange_on_close);
+}
+
+static void exchange_report(struct exchange *x, int status)
+{
+    bool is_ok = status == NET_OK || status == NET_REFUSED;
+
+    x->has_reported = true;
+    if (x->on_upgrade != NULL)
+        x->on_upgrade(x->arg, status, is_ok ? x->http_status : 0);
+    else
+        x->cb(x->arg, status, is_ok ? x->http_status : 0, is_ok ? x->body : NULL,
+              is_ok ? x->body_len : 0);
+}
+
+/* An upgraded stream ends: by itself in RAW (on_close follows, with
+ * reason, once the handles closed), or at the end of the owner's close. */
+static void raw_end(struct exchange *x, const char *reason)
+{
+    if (x->state == EXCHANGE_CLOSING)
+        return;
+    if (x->state == EXCHANGE_RAW)
+        x->close_reason = reason;
+    exchange_close_handles(x);
+}
+
+/* Ends x for good: before an upgrade's answer or a request's response,
+ * reports status (once); in RAW, on_close follows once the handles closed.
+ * x is freed later. */
+static void exchange_finish(struct exchange *x, int status)
+{
+    switch (x->state) {
+    case EXCHANGE_CLOSING:
+        return;
+    case EXCHANGE_RAW:
+    case EXCHANGE_DRAINING:
+        raw_end(x, status == NET_PROTOCOL && x->tls != NULL ? net_tls_errmsg(x->tls)
+                                                            : net_strerror(status));
+        return;
+    case EXCHANGE_RESOLVING:
+    case EXCHANGE_CONNECTING:
+    case EXCHANGE_EXCHANGING:
+        x->state = EXCHANGE_CLOSING; /* a callback that closes the handle finds it closing */
+        if (!x->has_reported)
+            exchange_report(x, status);
+        break;
+    }
+    exchange_close_handles(x);
 }
 
 static int parser_on_body(http_parser *hp, const char *at, size_t len)
@@ -139,11 +193,32 @@ static int parser_on_message_complete(http_parser *hp)
     return 0;
 }
 
+/* An upgrade's answer ends with its head: a 101 hands the rest of the
+ * bytes to the new protocol (2: no body, no further message), anything but
+ * an interim 1xx is reported as it is. */
+static int parser_on_headers_complete(http_parser *hp)
+{
+    struct exchange *x = hp->data;
+    bool is_interim = hp->status_code >= 100 && hp->status_code < 200 && hp->status_code != 101;
+
+    if (x->on_upgrade == NULL || is_interim)
+        return 0;
+    x->http_status = (int)hp->status_code;
+    x->is_complete = true;
+    if (hp->status_code == 101)
+        return 2;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
 static const http_parser_settings response_settings = {
+    .on_headers_complete = parser_on_headers_complete,
     .on_body = parser_on_body,
     .on_message_complete = parser_on_message_complete,
 };
 
+/* Before the answer: the exchange's deadline. DRAINING: the queued writes
+ * took too long. */
 static void exchange_on_timeout(uv_timer_t *t)
 {
     exchange_finish(t->data, NET_TIMEOUT);
@@ -204,16 +279,27 @@ static int exchange_seal_request(struct exchange *x)
     return rv;
 }
 
+/* The server switched protocols; the len bytes at rest followed its head. */
+static void exchange_switch(struct exchange *x, const char *rest, size_t len)
+{
+    x->state = EXCHANGE_RAW;
+    uv_timer_stop(&x->timer);
+    exchange_report(x, NET_OK);
+    if (x->state == EXCHANGE_RAW && len > 0)
+        x->raw_cb.on_read(x->arg, (const uint8_t *)rest, len);
+}
+
 /* Parses len bytes of the response (0: the connection has ended) and
  * finishes x once the outcome is known. */
 static void exchange_parse(struct exchange *x, const char *data, size_t len)
 {
-    enum http_errno err;
+    size_t used = http_parser_execute(&x->parser, &response_settings, data, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&x->parser);
 
-    http_parser_execute(&x->parser, &response_settings, data, len);
-    err = HTTP_PARSER_ERRNO(&x->parser);
-    if (x->is_complete)
-        exchange_finish(x, NET_OK);
+    if (x->is_complete && x->on_upgrade != NULL && x->http_status == 101)
+        exchange_switch(x, data + used, len - used);
+    else if (x->is_complete)
+        exchange_finish(x, x->on_upgrade != NULL ? NET_REFUSED : NET_OK);
     else if (x->is_too_big)
         exchange_finish(x, NET_TOOBIG);
     else if (err == HPE_CB_body)
@@ -224,10 +310,24 @@ static void exchange_parse(struct exchange *x, const char *data, size_t len)
         exchange_finish(x, NET_CLOSED);
 }
 
+/* Bytes from the server: the response until the switch, the owner's after. */
+static void exchange_input(struct exchange *x, const char *data, size_t len)
+{
+    if (x->state == EXCHANGE_RAW)
+        x->raw_cb.on_read(x->arg, (const uint8_t *)data, len);
+    else
+        exchange_parse(x, data, len);
+}
+
+static bool exchange_is_open(const struct exchange *x)
+{
+    return x->state == EXCHANGE_EXCHANGING || x->state == EXCHANGE_RAW;
+}
+
 /* TLS: the n bytes of records just read sit in read_buf; once the session
- * has copied them, read_buf takes their plaintext, which is parsed. Then
- * sends what the session has to say: handshake messages, and the request
- * as soon as the handshake is done. */
+ * has copied them, read_buf takes their plaintext, which is parsed or passed
+ * on. Then sends what the session has to say: handshake messages, and the
+ * request as soon as the handshake is done. */
 static void exchange_decrypt(struct exchange *x, size_t n)
 {
     uint8_t *buf = (uint8_t *)x->read_buf;
@@ -239,9 +339,9 @@ static void exchange_decrypt(struct exchange *x, size_t n)
         if (rv == 0)
             rv = net_tls_read(x->tls, buf, sizeof x->read_buf, &got);
         if (rv == 0 && got > 0)
-            exchange_parse(x, x->read_buf, got);
-    } while (rv == 0 && got > 0 && x->state != EXCHANGE_CLOSING);
-    if (x->state == EXCHANGE_CLOSING)
+            exchange_input(x, x->read_buf, got);
+    } while (rv == 0 && got > 0 && exchange_is_open(x));
+    if (!exchange_is_open(x))
         return;
     if (rv == 0 && x->request != NULL && net_tls_is_established(x->tls))
         rv = exchange_seal_request(x);
@@ -260,16 +360,18 @@ static void exchange_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct exchange *x = s->data;
 
-    if (nread == 0 || x->state == EXCHANGE_CLOSING)
+    if (nread == 0 || !exchange_is_open(x))
         return;
-    if (nread == UV_EOF)
+    if (x->state == EXCHANGE_RAW && nread < 0)
+        raw_end(x, nread == UV_EOF ? "eof" : uv_err_name((int)nread));
+    else if (nread == UV_EOF)
         exchange_parse(x, NULL, 0); /* a body delimited by the end of the connection ends */
     else if (nread < 0)
         exchange_finish(x, NET_CLOSED);
     else if (x->tls != NULL)
         exchange_decrypt(x, (size_t)nread);
     else
-        exchange_parse(x, buf->base, (size_t)nread);
+        exchange_input(x, buf->base, (size_t)nread);
 }
 
 static void exchange_on_connect(uv_connect_t *req, int status)
@@ -323,40 +425,45 @@ static void exchange_on_resolved(uv_getaddrinfo_t *req, int status, struct addri
     uv_freeaddrinfo(res);
 }
 
+/* A request carries its body and asks for the connection to be closed
+ * after the response; an upgrade has no body, its extra headers ask for the
+ * switch. */
 static int format_request(struct exchange *x, const struct net_http_client_request *r,
                           const char *host_header)
 {
-    static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n"
-                              "Connection: close\r\n%s\r\n";
+    static const char fmt[] = "%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n";
+    size_t body_len = x->on_upgrade != NULL ? 0 : r->body_len;
     const char *extra = r->extra_headers != NULL ? r->extra_headers : "";
-    int head_len = snprintf(NULL, 0, fmt, r->method, r->path, host_header, r->body_len, extra);
+    char framing[64] = "";
+    int head_len;
     char *out;
 
+    if (x->on_upgrade == NULL)
+        snprintf(framing, sizeof framing, "Content-Length: %zu\r\nConnection: close\r\n", body_len);
+    head_len = snprintf(NULL, 0, fmt, r->method, r->path, host_header, framing, extra);
     if (head_len < 0)
         return NET_PROTOCOL;
-    x->request = malloc(sizeof *x->request + (size_t)head_len + 1 + r->body_len);
+    x->request = malloc(sizeof *x->request + (size_t)head_len + 1 + body_len);
     if (x->request == NULL)
         return NET_NOMEM;
     out = (char *)x->request->data;
-    snprintf(out, (size_t)head_len + 1, fmt, r->method, r->path, host_header, r->body_len, extra);
-    if (r->body_len > 0)
-        memcpy(out + head_len, r->body, r->body_len);
-    x->request_len = (size_t)head_len + r->body_len;
+    snprintf(out, (size_t)head_len + 1, fmt, r->method, r->path, host_header, framing, extra);
+    if (body_len > 0)
+        memcpy(out + head_len, r->body, body_len);
+    x->request_len = (size_t)head_len + body_len;
     return 0;
 }
 
-int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
-                         net_http_client_cb cb, void *arg)
+/* Starts the exchange x was set up for (its callbacks and arg). On failure
+ * x is freed or closing, and no callback fires. */
+static int exchange_start(struct exchange *x, uv_loop_t *loop,
+                          const struct net_http_client_request *r)
 {
     struct sockaddr_storage addr;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct exchange *x;
     unsigned port;
     int rv;
 
-    x = calloc(1, sizeof *x);
-    if (x == NULL)
-        return NET_NOMEM;
     if (net_address_split(r->address, x->host, sizeof x->host, &port) != 0 || port == 0) {
         free(x);
         return NET_ADDRESS;
@@ -372,8 +479,6 @@ int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *
         free(x);
         return rv;
     }
-    x->cb = cb;
-    x->arg = arg;
     x->max_response_bytes = r->max_response_bytes;
     http_parser_init(&x->parser, HTTP_RESPONSE);
     x->parser.data = x;
@@ -399,4 +504,107 @@ int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *
         return NET_CONNECT;
     }
     return 0;
+}
+
+int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
+                         net_http_client_cb cb, void *arg)
+{
+    struct exchange *x = calloc(1, sizeof *x);
+
+    if (x == NULL)
+        return NET_NOMEM;
+    x->cb = cb;
+    x->arg = arg;
+    return exchange_start(x, loop, r);
+}
+
+/* ---- upgrades (struct net_client_raw is a struct exchange) ---- */
+
+int net_http_client_upgrade(uv_loop_t *loop, const struct net_http_client_request *r,
+                            net_http_upgrade_cb on_upgrade, const struct net_raw_callbacks *cb,
+                            void *arg, struct net_client_raw **out)
+{
+    struct exchange *x = calloc(1, sizeof *x);
+    int rv;
+
+    if (x == NULL)
+        return NET_NOMEM;
+    x->on_upgrade = on_upgrade;
+    x->raw_cb = *cb;
+    x->arg = arg;
+    rv = exchange_start(x, loop, r);
+    if (rv == 0)
+        *out = (struct net_client_raw *)x;
+    return rv;
+}
+
+int net_client_raw_write(struct net_client_raw *c, const void *data, size_t len)
+{
+    struct exchange *x = (struct exchange *)c;
+    struct queued_write *w;
+    int rv;
+
+    if (x->state != EXCHANGE_RAW)
+        return NET_CLOSED;
+    if (len == 0)
+        return 0;
+    if (x->tls != NULL) {
+        rv = net_tls_write(x->tls, data, len);
+        if (rv == 0)
+            rv = exchange_flush(x);
+    } else {
+        w = malloc(sizeof *w + len);
+        rv = w == NULL ? NET_NOMEM : 0;
+        if (rv == 0) {
+            memcpy(w->data, data, len);
+            rv = exchange_write(x, w, len);
+        }
+    }
+    if (rv != 0)
+        exchange_finish(x, rv);
+    return rv;
+}
+
+size_t net_client_raw_write_queued(const struct net_client_raw *c)
+{
+    return ((const struct exchange *)c)->tcp.write_queue_size;
+}
+
+static void exchange_on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct exchange *x = req->handle->data;
+
+    (void)status; /* either way, nothing more will be written */
+    if (x->state == EXCHANGE_DRAINING)
+        exchange_close_handles(x);
+}
+
+void net_client_raw_close(struct net_client_raw *c, const char *reason)
+{
+    struct exchange *x = (struct exchange *)c;
+
+    x->close_reason = NULL; /* the owner's close is not reported back */
+    if (x->state == EXCHANGE_CLOSING || x->state == EXCHANGE_DRAINING)
+        return;
+    if (x->state != EXCHANGE_RAW) {
+        x->has_reported = true;
+        exchange_finish(x, NET_CLOSED);
+        return;
+    }
+    LOG_DEBUG("http client to %s port %s: closing the upgraded stream: %s", x->host, x->port,
+              reason);
+    x->state = EXCHANGE_DRAINING;
+    uv_read_stop((uv_stream_t *)&x->tcp);
+    if (x->tls != NULL) {
+        net_tls_close_notify(x->tls);
+        if (exchange_flush(x) != 0) {
+            exchange_close_handles(x);
+            return;
+        }
+    }
+    if (uv_shutdown(&x->shutdown, (uv_stream_t *)&x->tcp, exchange_on_shutdown) != 0) {
+        exchange_close_handles(x);
+        return;
+    }
+    uv_timer_start(&x->timer, exchange_on_timeout, DRAIN_TIMEOUT_MS, 0);
 }

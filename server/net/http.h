@@ -26,7 +26,8 @@
     X(NET_PROTOCOL, "malformed HTTP")                                                              \
     X(NET_TOOBIG, "message too large")                                                             \
     X(NET_CLOSED, "connection closed")                                                             \
-    X(NET_TLS, "unusable TLS certificate or key")
+    X(NET_TLS, "unusable TLS certificate or key")                                                  \
+    X(NET_REFUSED, "protocol switch refused")
 
 enum net_code {
 #define X(code, msg) code,
@@ -163,5 +164,32 @@ struct net_http_client_request {
 };
 int net_http_client_send(uv_loop_t *loop, const struct net_http_client_request *r,
                          net_http_client_cb cb, void *arg);
+
+/* Client side of a protocol switch (a DERP mesh link to another replica's
+ * relay): r is sent on a fresh connection with extra_headers carrying
+ * Upgrade and Connection, no body; timeout_ms bounds the exchange up to the
+ * server's answer, nothing after it. *out is the connection's handle from
+ * the start. on_upgrade fires exactly once, never from inside this call:
+ * NET_OK once the server answered 101, from then on the connection is a raw
+ * byte stream and the bytes the server sends go to cb->on_read (borrowed for
+ * the call), starting with any that followed the 101 head; NET_REFUSED with
+ * the server's http_status for any other answer; or an error as for
+ * net_http_client_send. After anything but NET_OK the handle is dead.
+ * cb->on_close fires once when an upgraded stream ends for a reason the
+ * owner did not ask for (peer EOF, I/O error), on a loop iteration of its
+ * own; after it the handle is dead. Non-zero return: nothing was started. */
+struct net_client_raw;
+typedef void (*net_http_upgrade_cb)(void *arg, int status, int http_status);
+int net_http_client_upgrade(uv_loop_t *loop, const struct net_http_client_request *r,
+                            net_http_upgrade_cb on_upgrade, const struct net_raw_callbacks *cb,
+                            void *arg, struct net_client_raw **out);
+/* As net_raw_write and net_raw_write_queued, for an upgraded client stream;
+ * a failed write is followed by on_close. */
+int net_client_raw_write(struct net_client_raw *c, const void *data, size_t len);
+size_t net_client_raw_write_queued(const struct net_client_raw *c);
+/* Before the answer: abandons the attempt (on_upgrade does not fire). After
+ * it: closes once the queued bytes are written (on_close does not fire).
+ * The handle is dead either way. */
+void net_client_raw_close(struct net_client_raw *c, const char *reason);
 
 #endif
