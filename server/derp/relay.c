@@ -25,7 +25,12 @@
 #include "server/log.h"
 #include "server/net/http.h"
 
-#define KEEPALIVE_MS          60000
+#define KEEPALIVE_MS 60000
+/* The housekeeping tick: keepalives every KEEPALIVE_MS / TICK_MS ticks; a
+ * connection still without a finished DERP handshake after LOGIN_TICKS
+ * ticks is dropped, so idle half-open connections cannot pile up. */
+#define TICK_MS               5000
+#define LOGIN_TICKS           2
 #define HTTP_IDLE_TIMEOUT_MS  30000
 #define HTTP_MAX_HEADER_BYTES (16 * 1024)
 #define FAST_START_HEADER     "Derp-Fast-Start"
@@ -49,6 +54,7 @@ struct relay_conn {
     uint8_t *pending;           /* core output before the socket is ours */
     size_t pending_len;
     bool is_dead;
+    unsigned ticks_without_login;
     struct relay_conn *prev, *next; /* in relay->conns or relay->dead */
 };
 
@@ -77,7 +83,8 @@ struct relay {
     struct net_http_server *http;
     struct stun_server *stun;
     int stun_port;
-    uv_timer_t keepalive;
+    uv_timer_t keepalive; /* the housekeeping tick */
+    uint64_t ticks;
     uv_check_t reaper;
     struct relay_conn *conns;
     struct relay_conn *dead;
@@ -641,9 +648,19 @@ static bool verify_node(void *arg, const uint8_t node_key[DERP_KEY_BYTES])
     return is_ok;
 }
 
-static void on_keepalive(uv_timer_t *t)
+static void on_tick(uv_timer_t *t)
 {
-    derp_server_keepalive(((struct relay *)t->data)->derp);
+    struct relay *r = t->data;
+    uint8_t key[DERP_KEY_BYTES];
+
+    for (struct relay_conn *c = r->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->client != NULL && !derp_client_key(c->client, key) &&
+            ++c->ticks_without_login > LOGIN_TICKS)
+            conn_kill(c, "no DERP handshake in time");
+    }
+    if (++r->ticks % (KEEPALIVE_MS / TICK_MS) == 0)
+        derp_server_keepalive(r->derp);
 }
 
 /* ---- lifecycle ---- */
@@ -735,7 +752,7 @@ int relay_new(const struct relay_options *opts, struct relay **out, char *errmsg
     r->keepalive.data = r;
     r->mesh_timer.data = r;
     r->reaper.data = r;
-    uv_timer_start(&r->keepalive, on_keepalive, KEEPALIVE_MS, KEEPALIVE_MS);
+    uv_timer_start(&r->keepalive, on_tick, TICK_MS, TICK_MS);
     if (r->has_mesh)
         uv_timer_start(&r->mesh_timer, mesh_on_timer, 0, 0);
     *out = r;
