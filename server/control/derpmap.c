@@ -188,31 +188,37 @@ static bool derp_equal(const Concord__DerpNode *a, const Concord__DerpNode *b)
            a->stun_port == b->stun_port && strcmp(a->cert_name, b->cert_name) == 0;
 }
 
-/* Whether the replicas table already says what this replica runs. */
-static bool is_announced(struct control *c)
+enum announce_state { ANNOUNCE_DONE, ANNOUNCE_NEEDED, ANNOUNCE_WAIT };
+
+/* Whether the replicas table already says what this replica runs; WAIT
+ * while this replica has no record there yet (it is being added). */
+static enum announce_state announce_state(struct control *c)
 {
     Concord__Replica *r = NULL;
     struct store_txn *t;
-    bool is_same = false;
+    enum announce_state state = ANNOUNCE_WAIT;
 
     if (store_txn_begin(c->opt.store, false, &t) != 0)
-        return false;
+        return ANNOUNCE_WAIT;
     switch (store_replica_get(t, c->opt.replica_id, &r)) {
-    case 0:
-        is_same = c->derp_node == NULL ? r->derp == NULL
-                  : r->derp != NULL    ? derp_equal(r->derp, c->derp_node)
-                                       : false;
+    case 0: {
+        bool is_same = c->derp_node == NULL ? r->derp == NULL
+                       : r->derp != NULL    ? derp_equal(r->derp, c->derp_node)
+                                            : false;
+
+        state = is_same ? ANNOUNCE_DONE : ANNOUNCE_NEEDED;
         store_record_free(r);
         break;
+    }
     case STORE_NOTFOUND:
-        /* Not a member yet: nothing to withdraw, a relay waits for the record. */
-        is_same = c->derp_node == NULL;
+        /* Not a member yet: nothing to withdraw; a relay waits for the record. */
+        state = c->derp_node == NULL ? ANNOUNCE_DONE : ANNOUNCE_WAIT;
         break;
     default:
         break;
     }
     store_txn_abort(t);
-    return is_same;
+    return state;
 }
 
 static void on_announced(void *arg, int status, const Concord__CommandResult *result)
@@ -233,9 +239,14 @@ void ctl_derpmap_announce(struct control *c)
 
     if (c->is_derp_announced || c->is_closing)
         return;
-    if (is_announced(c)) {
+    switch (announce_state(c)) {
+    case ANNOUNCE_DONE:
         c->is_derp_announced = true;
         return;
+    case ANNOUNCE_WAIT:
+        return;
+    case ANNOUNCE_NEEDED:
+        break;
     }
     cmd = ctl_command_new(c);
     op = calloc(1, sizeof *op);
@@ -263,7 +274,7 @@ void ctl_derpmap_announce(struct control *c)
             return;
         }
     }
-    /* Checked again on the next tick: is_announced() then sees the result. */
+    /* Checked again on the next tick: announce_state() then sees the result. */
     if (cluster_submit(c->opt.cluster, cmd, on_announced, c) != 0)
         concord__command__free_unpacked(cmd, NULL);
 }

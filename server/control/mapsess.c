@@ -810,8 +810,13 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
         c->needs_full_resync = true;
         c->needs_derp_rebuild = true;
         break;
-    case CONCORD__COMMAND__OP_SET_REPLICA_DERP:
     case CONCORD__COMMAND__OP_UPSERT_REPLICA:
+        /* This replica's record exists now: its relay can be announced. */
+        if (cmd->upsert_replica->id == c->opt.replica_id)
+            ctl_derpmap_announce(c);
+        c->needs_derp_rebuild = true;
+        break;
+    case CONCORD__COMMAND__OP_SET_REPLICA_DERP:
     case CONCORD__COMMAND__OP_REMOVE_REPLICA:
         c->needs_derp_rebuild = true;
         break;
