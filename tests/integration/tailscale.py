@@ -297,7 +297,13 @@ class Client:
         self.ephemeral = ephemeral
         self.env = dict(os.environ)
         self.env.update(DAEMON_ENV)
-        self.env.update(env or {})
+        # A value of None removes the variable (e.g. TS_DEBUG_USE_DERP_HTTP
+        # for a relay that speaks TLS).
+        for k, v in (env or {}).items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = v
         self.proc = None
         self.bg = []  # background CLI processes (interactive `up`)
 
