@@ -341,17 +341,32 @@ static Concord__Command *session_command(struct ctl_session *s, bool is_open)
 }
 
 static void propose_close(struct ctl_session *s);
+static void session_submit(struct ctl_session *s, bool is_open);
 
+/* Presence must not be lost to a leaderless moment: a proposal that failed
+ * (no leader, outcome unknown) is made again, each attempt bounded by the
+ * cluster's own wait for a leader. Opening twice or closing a closed
+ * session changes nothing. */
 static void on_session_submitted(void *arg, int status, const Concord__CommandResult *result)
 {
     struct ctl_session *s = arg;
+    bool is_failed = status != CLUSTER_OK;
+    bool may_retry = is_failed && status != CLUSTER_SHUTDOWN && !s->ctl->is_closing;
 
     s->pending_submits--;
     if (s->is_opening) {
         s->is_opening = false;
-        s->is_registered = status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK;
-        if (s->is_stream_gone)
-            propose_close(s);
+        if (may_retry && !s->is_stream_gone) {
+            session_submit(s, true);
+        } else {
+            /* An unknown outcome may have opened it: close to be sure. */
+            s->is_registered = is_failed || result->code == CLUSTER_RESULT_OK;
+            if (s->is_stream_gone)
+                propose_close(s);
+        }
+    } else if (may_retry) {
+        s->is_registered = true;
+        propose_close(s);
     }
     session_maybe_free(s);
 }
