@@ -16,14 +16,12 @@
 
 #include <cmocka.h>
 #include <arpa/inet.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <signal.h>
 #include <uv.h>
 
 #include "server/net/http.h"
 #include "tests/lib/testdir.h"
+#include "tests/lib/tlscert.h"
 
 #define MAX_ITERATIONS 4000 /* of at most TICK_MS each */
 #define TICK_MS        5
@@ -46,48 +44,6 @@ struct fixture {
     bool has_silent;
     int silent_open; /* handles of the silent server not yet closed */
 };
-
-/* ---- certificate ---- */
-
-static void write_pem(const char *path, X509 *cert, EVP_PKEY *key)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    if (cert != NULL)
-        assert_int_equal(PEM_write_X509(f, cert), 1);
-    else
-        assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* A self-signed P-256 certificate for CN=example.invalid: neither the name
- * the client dials nor a trusted issuer, which verification would refuse. */
-static void make_certificate(const char *cert_path, const char *key_path)
-{
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    X509 *cert = X509_new();
-    X509_NAME *name;
-
-    assert_non_null(key);
-    assert_non_null(cert);
-    assert_int_equal(X509_set_version(cert, X509_VERSION_3), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), 1), 1);
-    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), -60));
-    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 3600));
-    assert_int_equal(X509_set_pubkey(cert, key), 1);
-    name = X509_get_subject_name(cert);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                                (const unsigned char *)"example.invalid", -1, -1,
-                                                0),
-                     1);
-    assert_int_equal(X509_set_issuer_name(cert, name), 1);
-    assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
-    write_pem(cert_path, cert, NULL);
-    write_pem(key_path, NULL, key);
-    X509_free(cert);
-    EVP_PKEY_free(key);
-}
 
 /* ---- loop helpers ---- */
 
@@ -301,7 +257,7 @@ static int setup(void **state)
     f->loop.data = f;
     snprintf(f->cert_path, sizeof f->cert_path, "%s/cert.pem", f->dir);
     snprintf(f->key_path, sizeof f->key_path, "%s/key.pem", f->dir);
-    make_certificate(f->cert_path, f->key_path);
+    testlib_make_certificate("example.invalid", f->cert_path, f->key_path, NULL);
     signal(SIGPIPE, SIG_IGN);
     *state = f;
     return 0;

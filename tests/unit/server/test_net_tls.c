@@ -21,10 +21,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -35,6 +32,7 @@
 #include "server/config.h"
 #include "server/net/http.h"
 #include "tests/lib/testdir.h"
+#include "tests/lib/tlscert.h"
 
 #define MAX_ITERATIONS 4000 /* of at most TICK_MS each */
 #define TICK_MS        5
@@ -60,54 +58,6 @@ struct fixture {
     bool is_raw_closed; /* its on_close fired */
     size_t flood_queued;
 };
-
-/* ---- certificates ---- */
-
-/* Writes cert, or else key (under passphrase when it is not NULL). */
-static void write_pem(const char *path, X509 *cert, EVP_PKEY *key, const char *passphrase)
-{
-    FILE *f = fopen(path, "w");
-
-    assert_non_null(f);
-    if (cert != NULL)
-        assert_int_equal(PEM_write_X509(f, cert), 1);
-    else if (passphrase != NULL)
-        assert_int_equal(
-            PEM_write_PrivateKey(f, key, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)passphrase), 1);
-    else
-        assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* A self-signed P-256 certificate for CN=localhost and its key, also under
- * a passphrase when encrypted_key_path is not NULL. */
-static void make_certificate(const char *cert_path, const char *key_path,
-                             const char *encrypted_key_path)
-{
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    X509 *cert = X509_new();
-    X509_NAME *name;
-
-    assert_non_null(key);
-    assert_non_null(cert);
-    assert_int_equal(X509_set_version(cert, X509_VERSION_3), 1);
-    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(cert), 1), 1);
-    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(cert), -60));
-    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(cert), 3600));
-    assert_int_equal(X509_set_pubkey(cert, key), 1);
-    name = X509_get_subject_name(cert);
-    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                                (const unsigned char *)"localhost", -1, -1, 0),
-                     1);
-    assert_int_equal(X509_set_issuer_name(cert, name), 1);
-    assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
-    write_pem(cert_path, cert, NULL, NULL);
-    write_pem(key_path, NULL, key, NULL);
-    if (encrypted_key_path != NULL)
-        write_pem(encrypted_key_path, NULL, key, "secret");
-    X509_free(cert);
-    EVP_PKEY_free(key);
-}
 
 /* ---- loop helpers ---- */
 
@@ -515,8 +465,8 @@ static int setup(void **state)
     snprintf(f->sock_path, sizeof f->sock_path, "%s/concord.sock", f->dir);
     snprintf(other_cert, sizeof other_cert, "%s/other-cert.pem", f->dir);
     snprintf(f->encrypted_key_path, sizeof f->encrypted_key_path, "%s/encrypted-key.pem", f->dir);
-    make_certificate(f->cert_path, f->key_path, f->encrypted_key_path);
-    make_certificate(other_cert, f->other_key_path, NULL);
+    testlib_make_certificate("localhost", f->cert_path, f->key_path, f->encrypted_key_path);
+    testlib_make_certificate("localhost", other_cert, f->other_key_path, NULL);
     signal(SIGPIPE, SIG_IGN);
     *state = f;
     return 0;
