@@ -28,13 +28,18 @@ void jw_free(struct jw *w)
     memset(w, 0, sizeof *w);
 }
 
+void jw_next_value(struct jw *w)
+{
+    w->depth = 0;
+    w->need_comma[0] = false;
+    w->after_key = false;
+}
+
 void jw_reset(struct jw *w)
 {
     w->len = 0;
     w->failed = false;
-    w->depth = 0;
-    w->need_comma[0] = false;
-    w->after_key = false;
+    jw_next_value(w);
     if (w->buf != NULL)
         w->buf[0] = '\0';
 }

@@ -28,6 +28,9 @@ void jw_init(struct jw *w);
 void jw_free(struct jw *w);
 /* Empties the buffer and the nesting state, keeping the memory. */
 void jw_reset(struct jw *w);
+/* Starts another top-level value right after the previous one, without a
+ * separating comma (several encodings kept back to back in one buffer). */
+void jw_next_value(struct jw *w);
 bool jw_failed(const struct jw *w);
 
 void jw_obj_begin(struct jw *w);

@@ -884,14 +884,13 @@ static int round_prepare(struct control *c, struct round *rd)
                 node_is_online(rd->t, ch->id) ? MAPENC_PRESENCE_ONLINE : MAPENC_PRESENCE_OFFLINE,
                 &v);
         ch->static_hash = mapenc_node_static_hash(&v);
-        /* Separate top-level values: reset the nesting state between them. */
+        /* Back-to-back top-level values, each taken out by offset. */
         ch->full_off = rd->enc.len;
-        rd->enc.depth = 0;
-        rd->enc.need_comma[0] = false;
+        jw_next_value(&rd->enc);
         mapenc_node(&rd->enc, &v);
         ch->full_len = rd->enc.len - ch->full_off;
         ch->patch_off = rd->enc.len;
-        rd->enc.need_comma[0] = false;
+        jw_next_value(&rd->enc);
         mapenc_peer_patch(&rd->enc, &v);
         ch->patch_len = rd->enc.len - ch->patch_off;
     }

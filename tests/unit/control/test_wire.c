@@ -92,6 +92,25 @@ static void jw_nests_with_commas(void **state)
     jw_free(&w);
 }
 
+static void jw_next_value_puts_values_back_to_back(void **state)
+{
+    struct jw w;
+
+    (void)state;
+    jw_init(&w);
+    jw_obj_begin(&w);
+    jw_key(&w, "a");
+    jw_uint(&w, 1);
+    jw_obj_end(&w);
+    jw_next_value(&w);
+    jw_arr_begin(&w);
+    jw_bool(&w, true);
+    jw_arr_end(&w);
+    assert_false(jw_failed(&w));
+    assert_string_equal(w.buf, "{\"a\":1}[true]");
+    jw_free(&w);
+}
+
 static void jw_grows_and_resets(void **state)
 {
     struct jw w;
@@ -965,6 +984,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(jw_escapes_strings),
         cmocka_unit_test(jw_nests_with_commas),
+        cmocka_unit_test(jw_next_value_puts_values_back_to_back),
         cmocka_unit_test(jw_grows_and_resets),
         cmocka_unit_test(jw_fails_on_depth_and_misuse),
         cmocka_unit_test(jw_formats_times),
