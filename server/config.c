@@ -192,6 +192,9 @@ static const char *const level_choices[] = {[LOG_LEVEL_ERROR] = "error",
 static const char *const format_choices[] = {
     [LOG_FORMAT_TEXT] = "text", [LOG_FORMAT_JSON] = "json", NULL};
 
+static const char *const policy_mode_choices[] = {
+    [CONFIG_POLICY_DATABASE] = "database", [CONFIG_POLICY_FILE] = "file", NULL};
+
 static const struct cfg_check peer_items = {"list of host:port", is_peer_address,
                                             "items must be host:port with a port"};
 static const struct cfg_check peer_address = {"host:port", is_peer_address,
@@ -321,6 +324,12 @@ static const struct cfg_row rows[] = {
     {"control.pending_registration_ttl", CFG_DURATION, OFF(control.pending_registration_ttl_ms),
      TEXT, "15m", 10 * SECOND_MS, 24 * HOUR_MS, NULL, NULL,
      "how long an interactive registration waits for an operator's approval"},
+    {"policy.mode", CFG_ENUM, OFF(policy.mode), TEXT, "database", 0, 0, policy_mode_choices, NULL,
+     "database: the ACL policy is replicated state, set with `concord policy set` or PUT "
+     "/api/v1/policy (recommended for clusters); file: each replica reads policy.path at start "
+     "and on SIGHUP and proposes it when it differs from the applied policy"},
+    {"policy.path", CFG_STRING, OFF(policy.path), TEXT, "", 0, 0, NULL, NULL,
+     "the HuJSON policy file of file mode (required there)"},
 };
 
 #define N_ROWS (sizeof rows / sizeof rows[0])
@@ -896,6 +905,9 @@ static int check_relations(struct parse_ctx *ctx)
     if ((cfg->derp.server.tls_cert_path[0] == '\0') != (cfg->derp.server.tls_key_path[0] == '\0'))
         return fail(ctx, ctx->line[row_index("derp.server.tls_cert_path")],
                     "derp.server.tls_key_path", "set both derp.server TLS paths or neither");
+    if (cfg->policy.mode == CONFIG_POLICY_FILE && cfg->policy.path[0] == '\0')
+        return fail(ctx, ctx->line[row_index("policy.mode")], "policy.path",
+                    "required when policy.mode is file");
     /* Node names are <node>.<base_domain>: MagicDNS needs a domain. */
     if (cfg->dns.magic_dns && cfg->dns.base_domain[0] == '\0')
         return fail(ctx, ctx->line[row_index("dns.base_domain")], "dns.base_domain",

@@ -106,7 +106,16 @@ struct config {
         uint64_t keepalive_interval_ms;
         uint64_t pending_registration_ttl_ms;
     } control;
+    struct {
+        unsigned mode; /* enum config_policy_mode */
+        char *path;    /* file mode: the policy file */
+    } policy;
 };
+
+/* Where the ACL policy comes from: the replicated state, set through the API
+ * and CLI; or a file each replica reads at start and on SIGHUP and proposes
+ * through Raft when it differs from the applied one. */
+enum config_policy_mode { CONFIG_POLICY_DATABASE, CONFIG_POLICY_FILE };
 
 /* Parses a YAML document from memory; `name` stands for the file in error
  * messages. An empty buffer gives the defaults, which fail only for the keys

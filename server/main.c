@@ -63,6 +63,7 @@ struct replica {
     struct net_http_server *http;
     uv_signal_t sigint;
     uv_signal_t sigterm;
+    uv_signal_t sighup;
     uv_timer_t role_timer;
     uv_timer_t join_timer;
     bool has_handles; /* the signals and timers above are initialised */
@@ -229,6 +230,7 @@ static void replica_on_admin_closed(void *arg)
     if (r->has_handles) {
         uv_close((uv_handle_t *)&r->sigint, NULL);
         uv_close((uv_handle_t *)&r->sigterm, NULL);
+        uv_close((uv_handle_t *)&r->sighup, NULL);
     }
 }
 
@@ -298,6 +300,20 @@ static void replica_on_signal(uv_signal_t *h, int signum)
     replica_stop(r, 0);
 }
 
+/* SIGHUP: policy.mode file re-reads the policy file (nothing else reloads). */
+static void replica_on_sighup(uv_signal_t *h, int signum)
+{
+    struct replica *r = h->data;
+
+    (void)signum;
+    if (r->is_stopping || r->cfg->policy.mode != CONFIG_POLICY_FILE) {
+        LOG_INFO("concord serve: SIGHUP ignored (only policy.mode file reloads)");
+        return;
+    }
+    LOG_INFO("concord serve: SIGHUP: reading %s", r->cfg->policy.path);
+    admin_policy_file_load(r->admin);
+}
+
 static void replica_on_role_timer(uv_timer_t *t)
 {
     struct replica *r = t->data;
@@ -310,6 +326,7 @@ static void replica_on_role_timer(uv_timer_t *t)
         LOG_ERROR("concord serve: replica %" PRIu64 " is unavailable; exiting", st.id);
         exit(1);
     }
+    admin_policy_file_tick(r->admin);
 }
 
 /* ---- serve: joining ---- */
@@ -617,6 +634,7 @@ static int replica_start_http(struct replica *r)
         .store = r->store,
         .loop = &r->loop,
         .ready_max_apply_lag = (unsigned)cfg->cluster.ready_max_apply_lag,
+        .policy_path = cfg->policy.mode == CONFIG_POLICY_FILE ? cfg->policy.path : NULL,
     };
     struct net_http_server_options http_opts = {
         .tcp_address = cfg->listen_addr,
@@ -654,15 +672,18 @@ static int replica_start_handles(struct replica *r)
 {
     uv_signal_init(&r->loop, &r->sigint);
     uv_signal_init(&r->loop, &r->sigterm);
+    uv_signal_init(&r->loop, &r->sighup);
     uv_timer_init(&r->loop, &r->role_timer);
     uv_timer_init(&r->loop, &r->join_timer);
     r->sigint.data = r;
     r->sigterm.data = r;
+    r->sighup.data = r;
     r->role_timer.data = r;
     r->join_timer.data = r;
     r->has_handles = true;
     if (uv_signal_start(&r->sigint, replica_on_signal, SIGINT) != 0 ||
-        uv_signal_start(&r->sigterm, replica_on_signal, SIGTERM) != 0) {
+        uv_signal_start(&r->sigterm, replica_on_signal, SIGTERM) != 0 ||
+        uv_signal_start(&r->sighup, replica_on_sighup, SIGHUP) != 0) {
         LOG_ERROR("cannot install signal handlers");
         return -1;
     }
@@ -705,6 +726,7 @@ static int replica_start(struct replica *r)
     if (replica_start_cluster(r) != 0 || replica_start_control(r) != 0 ||
         replica_start_http(r) != 0 || replica_start_handles(r) != 0)
         return -1;
+    admin_policy_file_load(r->admin); /* file mode only; retried by the role timer */
     LOG_INFO("concord serve: replica %" PRIu64 " listening on %s unix=%s raft=%s", cfg->cluster.id,
              cfg->listen_addr, cfg->unix_socket[0] != '\0' ? cfg->unix_socket : "off",
              cfg->cluster.raft_listen_addr);

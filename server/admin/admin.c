@@ -623,6 +623,7 @@ void admin_work_release(struct admin *a)
         void *arg = a->close_arg;
 
         sodium_memzero(a->opts.cluster_secret, sizeof a->opts.cluster_secret);
+        free(a->policy_file_text);
         free(a);
         if (cb != NULL)
             cb(arg);

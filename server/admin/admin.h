@@ -24,6 +24,7 @@ struct admin_options {
      * /internal/v1/peer. */
     uint8_t cluster_secret[ADMIN_CLUSTER_SECRET_BYTES];
     unsigned ready_max_apply_lag; /* /ready fails when commit - applied exceeds it */
+    const char *policy_path;      /* policy.mode file: the file (borrowed); else NULL */
 };
 
 struct admin;
@@ -38,6 +39,13 @@ void admin_close(struct admin *a, admin_close_cb cb, void *arg);
 /* admin_close without a callback, for callers whose store outlives every
  * job (no backup can be running). NULL is fine. */
 void admin_free(struct admin *a);
+
+/* policy.mode file: reads and checks the policy file and proposes it when it
+ * differs from the applied policy (at start and on SIGHUP); a file that does
+ * not check is logged and changes nothing. admin_policy_file_tick retries a
+ * proposal that has not applied yet (call it periodically). */
+void admin_policy_file_load(struct admin *a);
+void admin_policy_file_tick(struct admin *a);
 
 /* net_http_handler_cb for the client listener and the Unix socket. */
 void admin_handle(void *arg, struct net_http_request *req);

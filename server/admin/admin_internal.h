@@ -68,6 +68,11 @@ struct admin {
     unsigned n_works;        /* thread-pool jobs in flight; each holds a call */
     bool is_freed;           /* admin_close came while jobs were in flight */
     admin_close_cb close_cb; /* fires once is_freed and no job is left */
+    /* policy.mode file (policyfile.c) */
+    char *policy_file_text;        /* the last good read of the file, or NULL */
+    bool is_policy_file_bad;       /* the last read failed or did not check */
+    bool is_policy_file_pending;   /* not yet seen applied */
+    bool is_policy_file_proposing; /* a SetPolicy in flight */
     void *close_arg;
     bool is_backup_running; /* one backup copy at a time */
 };
@@ -280,6 +285,9 @@ void admin_api_health(struct admin_call *call);
 /* ---- outside /api/v1 (no call object, no API key) ---- */
 void admin_health(struct admin *a, struct net_http_request *req);
 void admin_ready(struct admin *a, struct net_http_request *req);
+/* policy.mode file: whether the file is unreadable, rejected, or not what is
+ * applied (a /ready reason). */
+bool admin_policy_file_mismatch(struct admin *a);
 void admin_peer_handle(struct admin *a, struct net_http_request *req);
 
 /* Peer authentication: the header value "<unix_ms>:<hex HMAC-SHA256 of

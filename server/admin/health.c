@@ -33,6 +33,8 @@ void admin_ready(struct admin *a, struct net_http_request *req)
                  st.commit_index - st.applied_index, a->opts.ready_max_apply_lag);
         json_array_append_new(reasons, json_string(text));
     }
+    if (admin_policy_file_mismatch(a))
+        json_array_append_new(reasons, json_string("policy file differs from the applied policy"));
     if (json_array_size(reasons) == 0) {
         json_decref(reasons);
         admin_respond_json(a, req, 200, json_pack("{s:s}", "status", "pass"), NULL);

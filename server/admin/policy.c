@@ -2,15 +2,16 @@
  * CheckPolicy). The policy is a compare-and-set register: GET gives its
  * version as the ETag, PUT with If-Match only applies on that version (412
  * otherwise), decided by the FSM so that racing writers on different
- * replicas cannot both win. Until the policy engine lands the text is only
- * checked to be HuJSON. */
+ * replicas cannot both win. A policy is checked before it is proposed: it
+ * parses, names only users that exist, and its tests and sshTests pass;
+ * otherwise 400 and nothing changes. */
 #include "server/admin/admin_internal.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "server/admin/hujson.h"
+#include "server/control/control.h"
 
 static void reply_policy(struct admin_call *call, const Concord__Policy *p)
 {
@@ -84,14 +85,17 @@ err_malformed:
     return -1;
 }
 
-/* Parses {"policy": "<HuJSON>"} and checks the text; NULL after replying 400. */
+/* Parses {"policy": "<HuJSON>"} and checks the text against the applied
+ * state (control_policy_check); NULL after replying 400 (or 500). */
 static const char *policy_text_get(struct admin_call *call)
 {
     static const struct admin_field fields[] = {
         {"policy", NULL, ADMIN_FIELD_STRING},
     };
-    struct admin_hujson_error err;
+    struct policy_error err;
     struct admin_value v[1];
+    struct store_txn *t;
+    int rv;
 
     if (admin_body_parse(call, fields, 1, v) != 0)
         return NULL;
@@ -99,9 +103,24 @@ static const char *policy_text_get(struct admin_call *call)
         admin_fail(call, ADMIN_INVALID, "field \"policy\" is required");
         return NULL;
     }
-    if (admin_hujson_check(v[0].str, strlen(v[0].str), &err) != 0) {
-        admin_fail(call, ADMIN_INVALID, "policy is not valid HuJSON: line %u, column %u: %s",
-                   err.line, err.col, err.message);
+    rv = store_txn_begin(call->admin->opts.store, false, &t);
+    if (rv != 0) {
+        admin_fail_store(call, rv, "cannot read the state to check the policy against");
+        return NULL;
+    }
+    rv = control_policy_check(t, v[0].str, strlen(v[0].str), &err);
+    store_txn_abort(t);
+    if (rv == POLICY_ENOMEM) {
+        admin_fail(call, ADMIN_INTERNAL, "out of memory");
+        return NULL;
+    }
+    if (rv != 0 && err.line != 0) {
+        admin_fail(call, ADMIN_INVALID, "policy rejected: line %u, column %u: %s", err.line,
+                   err.col, err.message);
+        return NULL;
+    }
+    if (rv != 0) {
+        admin_fail(call, ADMIN_INVALID, "policy rejected: %s", err.message);
         return NULL;
     }
     return v[0].str;

@@ -490,6 +490,7 @@ static void control_release(struct control *c)
     ctl_idmap_free(&c->changed_users);
     free(c->server_url);
     ctl_derpmap_free(c);
+    ctl_policy_free(c);
     free(c->base_domain);
     strings_free(c->nameservers);
     strings_free(c->search_domains);
@@ -524,6 +525,11 @@ int control_new(const struct control_options *opts, struct control **out, char *
     c->opt.dns.search_domains = (const char *const *)c->search_domains;
     if (ctl_derpmap_init(c, opts->derp_map_json, errmsg) != 0 ||
         check_recorded_key(c, errmsg) != 0) {
+        control_release(c);
+        return -1;
+    }
+    if (ctl_policy_init(c) != 0) {
+        snprintf(errmsg, 256, "cannot load the state into the policy engine");
         control_release(c);
         return -1;
     }

@@ -22,6 +22,7 @@
 #include "raft/cluster.h"
 #include "server/control/noise.h"
 #include "server/net/http.h"
+#include "server/policy/policy.h"
 #include "storage/store.h"
 
 struct control_dns {
@@ -75,6 +76,12 @@ bool control_handle(struct control *c, struct net_http_request *req);
 /* cluster_applied_cb: every applied command, in log order. */
 void control_applied(void *arg, uint64_t index, const Concord__Command *cmd,
                      const Concord__CommandResult *result);
+
+/* Whether the policy text may be applied: it parses and holds against the
+ * state read through t (the users it names exist; its tests and sshTests
+ * pass). 0, or a POLICY_* error with *err saying why. Changes nothing. */
+int control_policy_check(struct store_txn *t, const char *text, size_t len,
+                         struct policy_error *err);
 
 /* Number of open Noise connections and map sessions (status, tests). */
 void control_counts(const struct control *c, size_t *connections, size_t *sessions);

@@ -21,6 +21,7 @@
 #include "server/control/jsonw.h"
 #include "server/control/mapenc.h"
 #include "server/control/wire.h"
+#include "server/policy/policy.h"
 
 /* Clients older than Tailscale v1.80 (capability version 113) are refused,
  * as Headscale does: they need legacy fields concord does not send. */
@@ -88,6 +89,8 @@ struct ctl_session {
     struct ctl_idmap peers;   /* peer id -> static hash of what it was last sent */
     struct ctl_idmap users;   /* user ids whose profile it was sent */
     uint64_t self_hash;       /* of the self node last sent */
+    uint64_t filter_hash;     /* of the PacketFilter last sent */
+    uint64_t ssh_hash;        /* of the SSHPolicy last sent */
     uv_timer_t keepalive;
     struct ctl_session *prev, *next; /* in ctl->sessions */
 };
@@ -133,6 +136,15 @@ struct control {
     struct ctl_idmap changed_nodes; /* node id -> 1 */
     struct ctl_idmap changed_users;
     bool needs_full_resync;
+    /* The policy engine and what it was last given (policy.c). */
+    struct policy_engine *engine;
+    struct policy *policy;         /* the applied policy, parsed; NULL: none */
+    uint64_t policy_version;       /* 0: none applied */
+    struct ctl_idmap policy_nodes; /* node id -> hash of what the engine has */
+    struct ctl_idmap policy_users; /* user ids changed since the last round */
+    bool needs_policy_reload;
+    bool needs_engine_reload;
+    bool is_policy_dirty; /* since the last delta round */
     uv_timer_t delta_timer;
     uv_timer_t gc_timer;
     bool is_key_recorded;
@@ -172,6 +184,36 @@ void ctl_gc_ephemeral(struct control *c);
 /* Withdraws the sessions an earlier run of this replica never closed (it
  * crashed); repeated on each tick until none is left. */
 void ctl_close_stale_sessions(struct control *c);
+
+/* Whether node_id has a live map session on some replica. */
+bool ctl_node_is_online(struct store_txn *t, uint64_t node_id);
+
+/* ---- policy.c: the policy engine, kept in step with the applied state ---- */
+enum ctl_policy_change { CTL_POLICY_DOCUMENT, CTL_POLICY_USER, CTL_POLICY_EVERYTHING };
+/* Loads the whole state; -1 when out of memory. */
+int ctl_policy_init(struct control *c);
+void ctl_policy_free(struct control *c);
+/* Records a change for the next ctl_policy_sync (nodes come from
+ * c->changed_nodes). */
+void ctl_policy_note(struct control *c, enum ctl_policy_change what, uint64_t id);
+/* Brings the engine up to date with what was noted and with c->changed_nodes
+ * (which it leaves for the delta round); sets c->is_policy_dirty when what the
+ * policy gives any node may have changed. Called before a full map and at the
+ * start of each delta round, which clears is_policy_dirty. */
+void ctl_policy_sync(struct control *c, struct store_txn *t);
+/* Per-node answers as compact JSON (free()); NULL when out of memory. */
+char *ctl_policy_filter_json(struct control *c, uint64_t node_id);
+char *ctl_policy_ssh_json(struct control *c, uint64_t node_id);
+char *ctl_policy_capmap_json(struct control *c, uint64_t node_id);
+/* The node's CapMap as its peers see it, or NULL: none (then omitted). */
+char *ctl_policy_peer_capmap_json(struct control *c, uint64_t node_id);
+bool ctl_policy_visible(struct control *c, uint64_t viewer_id, uint64_t peer_id);
+/* AllowedIPs and PrimaryRoutes of a node that has approved routes, as
+ * viewer_id sees them (both NULL otherwise: its addresses are its
+ * AllowedIPs); -1 when out of memory. A node viewing itself, and a round's
+ * shared encoding, see all its routes. */
+int ctl_policy_routes_json(struct control *c, uint64_t viewer_id, const Concord__Node *n,
+                           char **allowed_ips, char **primary_routes);
 
 /* ---- derpmap.c ---- */
 int ctl_derpmap_init(struct control *c, const char *file_json, char *errmsg);

@@ -26,7 +26,7 @@
 
 #define AUTH_ID_BYTES 18 /* random bytes: 24 base64url characters */
 
-static const char json_type[] = "application/json";
+static const char content_type_json[] = "application/json";
 
 static bool path_is(const char *path, const char *suffix)
 {
@@ -105,7 +105,7 @@ static void finish_json(struct ctl_req *r, struct jw *w)
     if (jw_failed(w))
         finish_text(r, 500, "out of memory\n");
     else
-        ctl_req_finish(r, 200, json_type, w->buf, w->len);
+        ctl_req_finish(r, 200, content_type_json, w->buf, w->len);
 }
 
 /* A RegisterResponse carrying only an error or an AuthURL or expiry news. */
@@ -701,10 +701,10 @@ void ctl_machine_request(struct ctl_conn *conn, struct h2_stream *st, const stru
         ctl_map_request(conn, st, conn->noise.peer_static, req->body, req->body_len);
     } else if (path_is(path, "/machine/set-dns") || path_is(path, "/machine/feature/query")) {
         /* No ACME DNS-01 and no feature prompts: valid empty answers. */
-        respond_now(conn, st, 200, json_type, "{}");
+        respond_now(conn, st, 200, content_type_json, "{}");
     } else if (path_is(path, "/machine/update-health") || path_is(path, "/machine/audit-log") ||
                path_is(path, "/machine/set-device-attr")) {
-        respond_now(conn, st, 200, json_type, "{}");
+        respond_now(conn, st, 200, content_type_json, "{}");
     } else {
         respond_now(conn, st, 404, "text/plain; charset=utf-8", "not found\n");
     }

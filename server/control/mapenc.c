@@ -174,7 +174,17 @@ static void write_node(struct jw *w, const struct mapenc_node_view *v, bool with
         jw_key_hex(w, "discokey:", key_or_zero(n->disco_key));
     }
     jw_key(w, "Addresses");
-    write_addresses_twice(w, n);
+    if (v->allowed_ips_json != NULL) {
+        write_addresses(w, n);
+        jw_key(w, "AllowedIPs");
+        jw_raw(w, v->allowed_ips_json, strlen(v->allowed_ips_json));
+    } else {
+        write_addresses_twice(w, n);
+    }
+    if (v->primary_routes_json != NULL) {
+        jw_key(w, "PrimaryRoutes");
+        jw_raw(w, v->primary_routes_json, strlen(v->primary_routes_json));
+    }
     if (with_patchable) {
         jw_key(w, "Endpoints");
         write_strings(w, n->endpoints, n->n_endpoints);

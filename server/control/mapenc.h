@@ -28,6 +28,10 @@ struct mapenc_node_view {
     enum mapenc_presence presence;
     int64_t now_unix_ms;      /* for Expired */
     const char *cap_map_json; /* raw JSON object for CapMap, NULL: omit */
+    /* Raw JSON arrays of prefixes: AllowedIPs (NULL: the addresses) and
+     * PrimaryRoutes (NULL: omitted). */
+    const char *allowed_ips_json;
+    const char *primary_routes_json;
 };
 
 /* The node's MagicDNS FQDN with trailing dot ("given.base.domain." or
@@ -38,12 +42,11 @@ void mapenc_stable_id(uint64_t id, char out[24]);
 
 /* A complete tailcfg.Node object: ID, StableID, Name, User (the tagged
  * pseudo-user when the node has tags), Key, KeyExpiry (omitted when 0),
- * Machine, DiscoKey (zero key form when unknown), Addresses, AllowedIPs (=
- * Addresses for now), Endpoints ([] when none), HomeDERP (omitted when 0),
- * Hostinfo (raw, {} when unknown), Created, Cap (omitted when 0), Tags
- * (omitted when none), Online (omitted when unknown), LastSeen (only when
- * offline and known), MachineAuthorized true, Expired (only when true),
- * CapMap (when given). */
+ * Machine, DiscoKey (zero key form when unknown), Addresses, AllowedIPs (the
+ * view's, else = Addresses), PrimaryRoutes (when given), Endpoints ([] when none), HomeDERP
+ * (omitted when 0), Hostinfo (raw, {} when unknown), Created, Cap (omitted when 0), Tags (omitted
+ * when none), Online (omitted when unknown), LastSeen (only when offline and known),
+ * MachineAuthorized true, Expired (only when true), CapMap (when given). */
 void mapenc_node(struct jw *w, const struct mapenc_node_view *v);
 
 /* The part of a node that a PeersChangedPatch cannot carry, hashed: two

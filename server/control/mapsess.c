@@ -28,17 +28,23 @@
 #define KEEPALIVE_JITTER_MS 9000
 #define MAX_PENDING_BYTES   (32u * 1024 * 1024)
 #define MAX_BATCHED_UPDATES 1024
-#define ALLOW_ALL_FILTER                                                                           \
-    "[{\"SrcIPs\":[\"*\"],\"DstPorts\":[{\"IP\":\"*\",\"Ports\":{\"First\":0,\"Last\":65535}}]}]"
 
 /* ---- small helpers ---- */
+
+/* Detects changes of what a session was sent; never 0. */
+static uint64_t text_hash(const char *text)
+{
+    uint64_t h;
+
+    crypto_generichash((unsigned char *)&h, sizeof h, (const unsigned char *)text, strlen(text),
+                       NULL, 0);
+    return h != 0 ? h : 1;
+}
 
 static bool same_bytes(const ProtobufCBinaryData *a, const uint8_t *b, size_t len)
 {
     return a->len == len && (len == 0 || memcmp(a->data, b, len) == 0);
 }
-
-static bool node_is_online(struct store_txn *t, uint64_t node_id);
 
 static void view_of(const struct control *c, const Concord__Node *n, enum mapenc_presence p,
                     struct mapenc_node_view *v)
@@ -57,7 +63,7 @@ static int count_session(const ProtobufCMessage *record, void *arg)
     return 1; /* one is enough */
 }
 
-static bool node_is_online(struct store_txn *t, uint64_t node_id)
+bool ctl_node_is_online(struct store_txn *t, uint64_t node_id)
 {
     bool is_online = false;
 
@@ -150,11 +156,22 @@ static int full_peer(const ProtobufCMessage *record, void *arg)
     struct full_walk *fw = arg;
     struct ctl_session *s = fw->s;
     struct mapenc_node_view v;
+    char *allowed_ips;
+    char *primary_routes;
+    char *cap_map;
+    int rv = 0;
 
-    if (n->id == s->node_id)
+    if (n->id == s->node_id || !ctl_policy_visible(s->ctl, s->node_id, n->id))
         return 0;
+    if (ctl_policy_routes_json(s->ctl, s->node_id, n, &allowed_ips, &primary_routes) != 0)
+        return STORE_NOMEM;
+    cap_map = ctl_policy_peer_capmap_json(s->ctl, n->id);
     view_of(s->ctl, n,
-            node_is_online(fw->t, n->id) ? MAPENC_PRESENCE_ONLINE : MAPENC_PRESENCE_OFFLINE, &v);
+            ctl_node_is_online(fw->t, n->id) ? MAPENC_PRESENCE_ONLINE : MAPENC_PRESENCE_OFFLINE,
+            &v);
+    v.allowed_ips_json = allowed_ips;
+    v.primary_routes_json = primary_routes;
+    v.cap_map_json = cap_map;
     if (!fw->has_peers) {
         jw_key(fw->w, "Peers");
         jw_arr_begin(fw->w);
@@ -162,8 +179,11 @@ static int full_peer(const ProtobufCMessage *record, void *arg)
     }
     mapenc_node(fw->w, &v);
     if (ctl_idmap_put(&s->peers, n->id, mapenc_node_static_hash(&v)) != 0 || note_user(s, n) != 0)
-        return STORE_NOMEM;
-    return 0;
+        rv = STORE_NOMEM;
+    free(allowed_ips);
+    free(primary_routes);
+    free(cap_map);
+    return rv;
 }
 
 static void render_profiles(struct store_txn *t, struct jw *w, const struct ctl_idmap *users)
@@ -198,13 +218,55 @@ static void render_dns(const struct control *c, struct jw *w)
     mapenc_dns_config(w, &md);
 }
 
-static void render_self(struct ctl_session *s, const Concord__Node *self, struct jw *w)
+/* The session's own node, with its capabilities and routes. Renders into w
+ * only when it differs from what was last sent or `always`; false when out
+ * of memory. */
+static bool render_self(struct ctl_session *s, const Concord__Node *self, struct jw *w, bool always)
 {
     struct mapenc_node_view v;
+    char *cap_map = ctl_policy_capmap_json(s->ctl, self->id);
+    char *allowed_ips = NULL;
+    char *primary_routes = NULL;
+    uint64_t h;
 
+    if (cap_map == NULL ||
+        ctl_policy_routes_json(s->ctl, self->id, self, &allowed_ips, &primary_routes) != 0) {
+        free(cap_map);
+        return false;
+    }
     view_of(s->ctl, self, MAPENC_PRESENCE_ONLINE, &v);
-    mapenc_node(w, &v);
-    s->self_hash = mapenc_node_static_hash(&v);
+    v.cap_map_json = cap_map;
+    v.allowed_ips_json = allowed_ips;
+    v.primary_routes_json = primary_routes;
+    h = mapenc_node_static_hash(&v);
+    if (always || h != s->self_hash) {
+        jw_key(w, "Node");
+        mapenc_node(w, &v);
+        s->self_hash = h;
+    }
+    free(cap_map);
+    free(allowed_ips);
+    free(primary_routes);
+    return true;
+}
+
+/* PacketFilter or SSHPolicy (`key`) into w when it differs from what was
+ * last sent (*last) or `always`; false when out of memory. */
+static bool render_policy_part(struct jw *w, const char *key, char *json, uint64_t *last,
+                               bool always)
+{
+    uint64_t h;
+
+    if (json == NULL)
+        return false;
+    h = text_hash(json);
+    if (always || h != *last) {
+        jw_key(w, key);
+        jw_raw(w, json, strlen(json));
+        *last = h;
+    }
+    free(json);
+    return true;
 }
 
 /* The complete picture; also sent again after a state restore. */
@@ -224,15 +286,14 @@ static int session_send_full(struct ctl_session *s)
         store_txn_abort(t);
         return rv;
     }
+    ctl_policy_sync(c, t);
     jw_init(&w);
     fw.t = t;
     fw.w = &w;
     ctl_idmap_free(&s->peers);
     ctl_idmap_free(&s->users);
     jw_obj_begin(&w);
-    jw_key(&w, "Node");
-    render_self(s, self, &w);
-    rv = note_user(s, self);
+    rv = render_self(s, self, &w, true) ? note_user(s, self) : STORE_NOMEM;
     if (rv == 0)
         rv = store_node_each(t, full_peer, &fw);
     if (fw.has_peers)
@@ -245,14 +306,16 @@ static int session_send_full(struct ctl_session *s)
     render_dns(c, &w);
     jw_key(&w, "Domain");
     jw_str(&w, c->opt.dns.base_domain[0] != '\0' ? c->opt.dns.base_domain : "concord");
-    jw_key(&w, "PacketFilter");
-    jw_raw(&w, ALLOW_ALL_FILTER, strlen(ALLOW_ALL_FILTER));
+    if (rv == 0 && !render_policy_part(&w, "PacketFilter", ctl_policy_filter_json(c, s->node_id),
+                                       &s->filter_hash, true))
+        rv = STORE_NOMEM;
     jw_key(&w, "UserProfiles");
     jw_arr_begin(&w);
     render_profiles(t, &w, &s->users);
     jw_arr_end(&w);
-    jw_key(&w, "SSHPolicy");
-    jw_raw(&w, "{\"rules\":[]}", strlen("{\"rules\":[]}"));
+    if (rv == 0 && !render_policy_part(&w, "SSHPolicy", ctl_policy_ssh_json(c, s->node_id),
+                                       &s->ssh_hash, true))
+        rv = STORE_NOMEM;
     jw_key(&w, "ControlTime");
     jw_time(&w, ctl_now_ms());
     jw_key(&w, "Debug");
@@ -820,8 +883,17 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
         break;
     case CONCORD__COMMAND__OP_RENAME_USER:
         note_user_change(c, result->id);
+        ctl_policy_note(c, CTL_POLICY_USER, result->id);
+        break;
+    case CONCORD__COMMAND__OP_CREATE_USER:
+    case CONCORD__COMMAND__OP_DELETE_USER:
+        ctl_policy_note(c, CTL_POLICY_USER, result->id);
+        break;
+    case CONCORD__COMMAND__OP_SET_POLICY:
+        ctl_policy_note(c, CTL_POLICY_DOCUMENT, 0);
         break;
     case CONCORD__COMMAND__OP_RESTORE_STATE:
+        ctl_policy_note(c, CTL_POLICY_EVERYTHING, 0);
         c->needs_full_resync = true;
         c->needs_derp_rebuild = true;
         break;
@@ -842,33 +914,116 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
         uv_timer_start(&c->delta_timer, on_delta_timer, DELTA_BATCH_MS, 0);
 }
 
-/* One changed node, encoded once for every session of the round. */
-struct changed {
-    uint64_t id;
-    Concord__Node *node; /* NULL: deleted */
+/* One node of the round, encoded once for every session: a changed one, or
+ * any node when the policy changed (what each session may see changed). */
+/* A node's two encodings (full and patch) in some buffer, and the hash of
+ * what a PeerChange cannot carry. */
+struct encoded {
     uint64_t static_hash;
     size_t full_off, full_len;
     size_t patch_off, patch_len;
+};
+
+struct changed {
+    uint64_t id;
+    Concord__Node *node; /* NULL: deleted */
+    bool is_policy_only; /* unchanged itself: only visibility may differ */
+    struct encoded enc;  /* as the node sees itself: all of its routes */
 };
 
 struct round {
     struct store_txn *t;
     struct changed *items;
     size_t n;
+    size_t cap;
+    bool is_policy_changed;
     struct jw enc; /* every changed node's encodings, back to back */
 };
+
+/* Appends node n as viewer_id sees it (its routes depend on the viewer) to
+ * w, both encodings back to back, each taken out by offset. */
+static int node_encode(struct control *c, struct store_txn *t, uint64_t viewer_id,
+                       const Concord__Node *n, struct jw *w, struct encoded *out)
+{
+    struct mapenc_node_view v;
+    char *allowed_ips;
+    char *primary_routes;
+    char *cap_map;
+
+    if (ctl_policy_routes_json(c, viewer_id, n, &allowed_ips, &primary_routes) != 0)
+        return -1;
+    cap_map = ctl_policy_peer_capmap_json(c, n->id);
+    view_of(c, n, ctl_node_is_online(t, n->id) ? MAPENC_PRESENCE_ONLINE : MAPENC_PRESENCE_OFFLINE,
+            &v);
+    v.allowed_ips_json = allowed_ips;
+    v.primary_routes_json = primary_routes;
+    v.cap_map_json = cap_map;
+    out->static_hash = mapenc_node_static_hash(&v);
+    out->full_off = w->len;
+    jw_next_value(w);
+    mapenc_node(w, &v);
+    out->full_len = w->len - out->full_off;
+    out->patch_off = w->len;
+    jw_next_value(w);
+    mapenc_peer_patch(w, &v);
+    out->patch_len = w->len - out->patch_off;
+    free(allowed_ips);
+    free(primary_routes);
+    free(cap_map);
+    return jw_failed(w) ? -1 : 0;
+}
+
+static int round_item_encode(struct control *c, struct round *rd, struct changed *ch)
+{
+    return node_encode(c, rd->t, ch->id, ch->node, &rd->enc, &ch->enc);
+}
+
+struct policy_walk {
+    struct control *c;
+    struct round *rd;
+};
+
+/* After a policy change every node is in the round: the changed ones are
+ * already there, the others are added as policy-only. */
+static int round_add_unchanged(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Node *n = (const Concord__Node *)record;
+    struct policy_walk *pw = arg;
+    struct round *rd = pw->rd;
+    struct changed *ch;
+    uint64_t dummy;
+
+    if (ctl_idmap_get(&pw->c->changed_nodes, n->id, &dummy))
+        return 0;
+    if (rd->n == rd->cap) {
+        size_t cap = rd->cap * 2 + 16;
+        struct changed *items = realloc(rd->items, cap * sizeof *items);
+
+        if (items == NULL)
+            return STORE_NOMEM;
+        rd->items = items;
+        rd->cap = cap;
+    }
+    ch = &rd->items[rd->n++];
+    memset(ch, 0, sizeof *ch);
+    ch->id = n->id;
+    ch->is_policy_only = true;
+    if (store_node_get(rd->t, n->id, &ch->node) != 0 || round_item_encode(pw->c, rd, ch) != 0)
+        return STORE_NOMEM;
+    return 0;
+}
 
 static int round_prepare(struct control *c, struct round *rd)
 {
     struct ctl_idmap *m = &c->changed_nodes;
 
-    rd->items = calloc(m->n > 0 ? m->n : 1, sizeof *rd->items);
+    rd->cap = m->n > 0 ? m->n : 1;
+    rd->items = calloc(rd->cap, sizeof *rd->items);
     if (rd->items == NULL)
         return -1;
     jw_init(&rd->enc);
     for (size_t i = 0; i < m->cap; i++) {
         struct changed *ch;
-        struct mapenc_node_view v;
         int rv;
 
         if (m->keys[i] == 0)
@@ -878,21 +1033,14 @@ static int round_prepare(struct control *c, struct round *rd)
         rv = store_node_get(rd->t, ch->id, &ch->node);
         if (rv == STORE_NOTFOUND)
             continue;
-        if (rv != 0)
+        if (rv != 0 || round_item_encode(c, rd, ch) != 0)
             return -1;
-        view_of(c, ch->node,
-                node_is_online(rd->t, ch->id) ? MAPENC_PRESENCE_ONLINE : MAPENC_PRESENCE_OFFLINE,
-                &v);
-        ch->static_hash = mapenc_node_static_hash(&v);
-        /* Back-to-back top-level values, each taken out by offset. */
-        ch->full_off = rd->enc.len;
-        jw_next_value(&rd->enc);
-        mapenc_node(&rd->enc, &v);
-        ch->full_len = rd->enc.len - ch->full_off;
-        ch->patch_off = rd->enc.len;
-        jw_next_value(&rd->enc);
-        mapenc_peer_patch(&rd->enc, &v);
-        ch->patch_len = rd->enc.len - ch->patch_off;
+    }
+    if (rd->is_policy_changed) {
+        struct policy_walk pw = {.c = c, .rd = rd};
+
+        if (store_node_each(rd->t, round_add_unchanged, &pw) != 0)
+            return -1;
     }
     return jw_failed(&rd->enc) ? -1 : 0;
 }
@@ -905,15 +1053,24 @@ static void round_free(struct round *rd)
     jw_free(&rd->enc);
 }
 
+/* A session's own encodings of the round's routers (whose routes it sees
+ * its own way); own[i].full_len == 0: the round's shared one is right. */
+struct session_view {
+    struct jw enc;
+    struct encoded *own;
+};
+
 /* Appends the list `key` with the selected encodings (kind 0: full, 1: patch)
  * or removed ids (kind 2). */
 static void delta_list(struct jw *w, const char *key, const struct round *rd,
-                       const uint8_t *selected, uint8_t kind)
+                       const struct session_view *sv, const uint8_t *selected, uint8_t kind)
 {
     bool any = false;
 
     for (size_t i = 0; i < rd->n; i++) {
         const struct changed *ch = &rd->items[i];
+        const struct encoded *e = sv->own[i].full_len > 0 ? &sv->own[i] : &ch->enc;
+        const char *buf = sv->own[i].full_len > 0 ? sv->enc.buf : rd->enc.buf;
 
         if (selected[i] != kind + 1)
             continue;
@@ -923,9 +1080,9 @@ static void delta_list(struct jw *w, const char *key, const struct round *rd,
             any = true;
         }
         if (kind == 0)
-            jw_raw(w, rd->enc.buf + ch->full_off, ch->full_len);
+            jw_raw(w, buf + e->full_off, e->full_len);
         else if (kind == 1)
-            jw_raw(w, rd->enc.buf + ch->patch_off, ch->patch_len);
+            jw_raw(w, buf + e->patch_off, e->patch_len);
         else
             jw_uint(w, ch->id);
     }
@@ -933,16 +1090,37 @@ static void delta_list(struct jw *w, const char *key, const struct round *rd,
         jw_arr_end(w);
 }
 
+/* The round's encoding of ch, or this session's own when ch routes and the
+ * session sees its routes differently; NULL when out of memory. */
+static const struct encoded *session_encoding(struct control *c, struct ctl_session *s,
+                                              struct round *rd, struct session_view *sv, size_t i)
+{
+    const struct changed *ch = &rd->items[i];
+    struct encoded *own = &sv->own[i];
+
+    if (ch->node->n_approved_routes == 0)
+        return &ch->enc;
+    if (node_encode(c, rd->t, s->node_id, ch->node, &sv->enc, own) != 0)
+        return NULL;
+    if (own->static_hash == ch->enc.static_hash)
+        own->full_len = 0; /* the same: use the shared one */
+    return own->full_len > 0 ? own : &ch->enc;
+}
+
 static void session_delta(struct control *c, struct ctl_session *s, struct round *rd,
                           uint8_t *selected, bool send_derp)
 {
     struct ctl_idmap new_users = {0};
-    const Concord__Node *self = NULL;
-    bool any = false;
+    const struct changed *self = NULL;
+    struct session_view sv = {.own = calloc(rd->n + 1, sizeof *sv.own)};
+    bool ok = sv.own != NULL;
+    size_t empty_len;
     struct jw w;
 
-    for (size_t i = 0; i < rd->n; i++) {
+    jw_init(&sv.enc);
+    for (size_t i = 0; ok && i < rd->n; i++) {
         const struct changed *ch = &rd->items[i];
+        const struct encoded *enc;
         uint64_t known;
         bool is_known = ctl_idmap_get(&s->peers, ch->id, &known);
 
@@ -950,23 +1128,30 @@ static void session_delta(struct control *c, struct ctl_session *s, struct round
         if (ch->id == s->node_id) {
             if (ch->node == NULL) {
                 session_end_stream(s, "node deleted");
-                ctl_idmap_free(&new_users);
+                jw_free(&sv.enc);
+                free(sv.own);
                 return;
             }
-            self = ch->node;
+            self = ch;
             continue;
         }
-        if (ch->node == NULL) {
+        /* Deleted, or the policy no longer lets this session see it. */
+        if (ch->node == NULL || !ctl_policy_visible(c, s->node_id, ch->id)) {
             if (is_known) {
                 selected[i] = 3;
                 ctl_idmap_del(&s->peers, ch->id);
-                any = true;
             }
             continue;
         }
-        selected[i] = is_known && known == ch->static_hash ? 2 : 1;
-        any = true;
-        ctl_idmap_put(&s->peers, ch->id, ch->static_hash);
+        enc = session_encoding(c, s, rd, &sv, i);
+        if (enc == NULL) {
+            ok = false;
+            break;
+        }
+        if (ch->is_policy_only && is_known && known == enc->static_hash)
+            continue;
+        selected[i] = is_known && known == enc->static_hash ? 2 : 1;
+        ctl_idmap_put(&s->peers, ch->id, enc->static_hash);
         if (selected[i] == 1) {
             uint64_t uid = ch->node->n_tags > 0 ? MAPENC_TAGGED_USER_ID : ch->node->user_id;
             uint64_t dummy;
@@ -984,32 +1169,44 @@ static void session_delta(struct control *c, struct ctl_session *s, struct round
         if (uid != 0 && ctl_idmap_get(&s->users, uid, &dummy))
             ctl_idmap_put(&new_users, uid, 1);
     }
-    if (!any && self == NULL && new_users.n == 0 && !send_derp)
-        return;
     jw_init(&w);
     jw_obj_begin(&w);
+    empty_len = w.len;
     if (send_derp && c->derp_map_json != NULL) {
         jw_key(&w, "DERPMap");
         jw_raw(&w, c->derp_map_json, c->derp_map_len);
     }
-    if (self != NULL) {
-        jw_key(&w, "Node");
-        render_self(s, self, &w);
+    if (self != NULL)
+        ok = render_self(s, self->node, &w, !self->is_policy_only);
+    if (ok && rd->is_policy_changed) {
+        ok = render_policy_part(&w, "PacketFilter", ctl_policy_filter_json(c, s->node_id),
+                                &s->filter_hash, false) &&
+             render_policy_part(&w, "SSHPolicy", ctl_policy_ssh_json(c, s->node_id), &s->ssh_hash,
+                                false);
     }
-    delta_list(&w, "PeersChanged", rd, selected, 0);
-    delta_list(&w, "PeersChangedPatch", rd, selected, 1);
-    delta_list(&w, "PeersRemoved", rd, selected, 2);
+    if (ok) {
+        delta_list(&w, "PeersChanged", rd, &sv, selected, 0);
+        delta_list(&w, "PeersChangedPatch", rd, &sv, selected, 1);
+        delta_list(&w, "PeersRemoved", rd, &sv, selected, 2);
+    }
     if (new_users.n > 0) {
         jw_key(&w, "UserProfiles");
         jw_arr_begin(&w);
         render_profiles(rd->t, &w, &new_users);
         jw_arr_end(&w);
     }
-    jw_key(&w, "ControlTime");
-    jw_time(&w, ctl_now_ms());
-    jw_obj_end(&w);
-    session_send(s, &w);
+    if (!ok) {
+        /* What the session holds is unknown now: it starts over. */
+        session_end_stream(s, "out of memory");
+    } else if (w.len != empty_len) {
+        jw_key(&w, "ControlTime");
+        jw_time(&w, ctl_now_ms());
+        jw_obj_end(&w);
+        session_send(s, &w);
+    }
     jw_free(&w);
+    jw_free(&sv.enc);
+    free(sv.own);
     ctl_idmap_free(&new_users);
 }
 
@@ -1022,8 +1219,15 @@ static void on_delta_timer(uv_timer_t *timer)
     bool send_derp = c->needs_derp_rebuild && ctl_derpmap_rebuild(c);
 
     c->needs_full_resync = false;
-    if (store_txn_begin(c->opt.store, false, &rd.t) != 0 || round_prepare(c, &rd) != 0 ||
-        (selected = calloc(rd.n + 1, 1)) == NULL)
+    if (store_txn_begin(c->opt.store, false, &rd.t) != 0) {
+        LOG_ERROR("control: cannot read the state for a delta round");
+        c->needs_full_resync = true;
+        return;
+    }
+    ctl_policy_sync(c, rd.t);
+    rd.is_policy_changed = c->is_policy_dirty;
+    c->is_policy_dirty = false;
+    if (round_prepare(c, &rd) != 0 || (selected = calloc(rd.n + 1, 1)) == NULL)
         is_full = true;
     for (struct ctl_session *s = c->sessions, *next; s != NULL; s = next) {
         next = s->next;
@@ -1056,7 +1260,7 @@ static int gc_consider(const ProtobufCMessage *record, void *arg)
     int64_t since = n->last_seen_unix_ms != 0 ? n->last_seen_unix_ms : n->created_unix_ms;
 
     if (!n->ephemeral || since + (int64_t)g->c->opt.ephemeral_inactivity_ms > g->now ||
-        node_is_online(g->t, n->id))
+        ctl_node_is_online(g->t, n->id))
         return 0;
     g->ids[g->n++] = n->id;
     return g->n == sizeof g->ids / sizeof g->ids[0] ? 1 : 0;

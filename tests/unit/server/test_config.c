@@ -389,6 +389,25 @@ static void requires_a_base_domain_for_magic_dns(void **state)
     config_free(cfg);
 }
 
+static void policy_file_mode_needs_a_path(void **state)
+{
+    struct config *cfg;
+
+    (void)state;
+    cfg = parse_ok(REQUIRED_KEYS);
+    assert_int_equal(cfg->policy.mode, CONFIG_POLICY_DATABASE);
+    assert_string_equal(cfg->policy.path, "");
+    config_free(cfg);
+    parse_fails(REQUIRED_KEYS "policy:\n  mode: file\n", CONFIG_INVALID,
+                "test.yaml:5: key 'policy.path': required when policy.mode is file");
+    parse_fails(REQUIRED_KEYS "policy:\n  mode: git\n", CONFIG_INVALID,
+                "test.yaml:5: key 'policy.mode': 'git' is not one of database, file");
+    cfg = parse_ok(REQUIRED_KEYS "policy:\n  mode: file\n  path: /etc/concord/policy.hujson\n");
+    assert_int_equal(cfg->policy.mode, CONFIG_POLICY_FILE);
+    assert_string_equal(cfg->policy.path, "/etc/concord/policy.hujson");
+    config_free(cfg);
+}
+
 static void refuses_bad_nameservers_and_search_domains(void **state)
 {
     static const char *const bad[] = {
@@ -861,6 +880,7 @@ int main(void)
         cmocka_unit_test(refuses_bad_base_domains),
         cmocka_unit_test(checks_base_domain_length_limits),
         cmocka_unit_test(requires_a_base_domain_for_magic_dns),
+        cmocka_unit_test(policy_file_mode_needs_a_path),
         cmocka_unit_test(refuses_bad_nameservers_and_search_domains),
         cmocka_unit_test(walks_nested_sections),
         cmocka_unit_test(requires_cluster_id_even_without_a_file),
