@@ -73,6 +73,7 @@ struct admin {
     bool is_policy_file_bad;       /* the last read failed or did not check */
     bool is_policy_file_pending;   /* not yet seen applied */
     bool is_policy_file_proposing; /* a SetPolicy in flight */
+    uint64_t policy_file_base;     /* the applied version when the file was read */
     void *close_arg;
     bool is_backup_running; /* one backup copy at a time */
 };

@@ -117,7 +117,7 @@ enum policy_ssh_action {
 
 struct policy_ssh_rule {
     enum policy_ssh_action action;
-    int64_t check_period_s; /* check only; 0: Tailscale's default */
+    int64_t check_period_s; /* check only; 0: Tailscale's default (12 h), -1: "always" */
     struct policy_alias *src;
     size_t n_src;
     struct policy_alias *dst;

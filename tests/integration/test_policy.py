@@ -236,8 +236,11 @@ class PolicyFileModeTest(unittest.TestCase):
 
     def wait_applied(self, text):
         for r in self.cluster.running():
-            wait_until(lambda: self.applied(r)[1] == text, 15,
-                       "replica %d to apply the file's policy" % r.id)
+            try:
+                wait_until(lambda: self.applied(r)[1] == text, 15,
+                           "replica %d to apply the file's policy" % r.id)
+            except AssertionError as e:
+                raise AssertionError("%s\n%s" % (e, self.cluster.logs())) from None
         return self.applied(self.cluster[1])[0]
 
     def test_file_applied_at_start_then_on_sighup_and_bad_file_refused(self):
@@ -250,8 +253,15 @@ class PolicyFileModeTest(unittest.TestCase):
         self.cluster[2].proc.send_signal(signal.SIGHUP)
         newer = self.wait_applied(second)
         self.assertGreater(newer, version)
+        # Replicas that have not read the file again say their copy differs,
+        # and never propose it back; once they read it, they are ready.
+        wait_until(lambda: self.cluster[1].ready().status == 503, 15, "replica 1 not ready")
+        self.assertEqual(self.applied(self.cluster[1]), (newer, second))
+        for r in self.cluster.running():
+            r.proc.send_signal(signal.SIGHUP)
         for r in self.cluster.running():
             wait_until(lambda: r.ready().status == 200, 15, "replica %d ready" % r.id)
+        self.assertEqual(self.applied(self.cluster[1]), (newer, second))
         # A file that does not parse: logged, nothing changes, /ready tells.
         with open(self.path, "w") as f:
             f.write('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:80"]}\n')
