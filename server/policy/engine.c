@@ -13,7 +13,11 @@
  *     internet ranges on an exit node;
  *   - a node sees a peer when one can reach the other (or route for it);
  *   - peers carry their addresses, the routes they are primary for and
- *     approved exit routes as AllowedIPs.
+ *     approved exit routes as AllowedIPs, each viewer only the routes its
+ *     rules let it use (or that it serves itself: high-availability pairs);
+ *   - a grant of Taildrive or peer-relay capabilities brings its companion
+ *     capability the other way, and a document with neither acls nor grants
+ *     lets everyone reach everything.
  *
  * Incremental: nodes live in stable slots; each rule keeps the bitsets of its
  * source and destination slots and its source list. A change re-resolves the
