@@ -82,11 +82,19 @@ struct rule {
     json_t *src_ips;    /* array of address strings */
     uint64_t *src_bits; /* slots of the source nodes */
     uint64_t *dst_bits; /* slots this rule reaches (autogroup:self apart) */
+    /* autogroup:self: each user's sources, shared by the user's nodes;
+     * indexed by the user's first position in by_user, built lazily. */
+    json_t **self_srcs;
+    size_t n_self_srcs;
 };
 
 struct enode {
-    struct policy_enode pub;
+    struct policy_enode pub; /* first: engine nodes are handed out as &pub */
     size_t slot;
+    /* The addresses as strings, formatted once: bare ("100.64.0.1") and as
+     * full-length prefixes ("100.64.0.1/32"); IPv4 first, NULL when absent. */
+    json_t *addrs[2];
+    json_t *prefixes[2];
     bool is_changed; /* since the last resolution */
     /* cached answers, NULL (or false) when stale */
     json_t *filter;
@@ -125,6 +133,10 @@ struct policy_engine {
     uint64_t *stale_users; /* users whose nodes changed since the last resolution */
     size_t n_stale_users;
     size_t cap_stale_users;
+    size_t *removed_slots; /* slots freed since the last resolution */
+    size_t n_removed_slots;
+    size_t cap_removed_slots;
+    bool are_routes_changed; /* served routes changed: "*" sources list them */
 
     struct rule *rules;
     size_t n_rules;
@@ -274,26 +286,60 @@ static int json_add_unique(json_t *array, const char *s)
     return json_add_unique_among(array, s, SIZE_MAX);
 }
 
+/* The engine's record of a node it handed out. */
+static const struct enode *enode_of(const struct policy_enode *n)
+{
+    return (const struct enode *)n;
+}
+
+static void addr_strings_free(struct enode *n)
+{
+    for (int i = 0; i < 2; i++) {
+        json_decref(n->addrs[i]);
+        json_decref(n->prefixes[i]);
+        n->addrs[i] = n->prefixes[i] = NULL;
+    }
+}
+
+static int addr_strings_build(struct enode *n)
+{
+    const struct policy_node *pn = &n->pub.n;
+    char buf[INET6_ADDRSTRLEN + 8];
+    int k = 0;
+
+    addr_strings_free(n);
+    for (int family = 4; family <= 6; family += 2) {
+        if (!(family == 4 ? pn->has_ipv4 : pn->has_ipv6))
+            continue;
+        addr_format(family, family == 4 ? pn->ipv4 : pn->ipv6, buf, sizeof buf);
+        n->addrs[k] = json_string(buf);
+        strcat(buf, family == 4 ? "/32" : "/128");
+        n->prefixes[k] = json_string(buf);
+        if (n->addrs[k] == NULL || n->prefixes[k] == NULL)
+            return POLICY_ENOMEM;
+        k++;
+    }
+    return 0;
+}
+
 /* The node's addresses, bare or as full-length prefixes, unless among the
  * array's first `among` entries. Addresses are unique per node, so a caller
  * visiting each node once checks only what came from elsewhere. */
-static int node_addrs_append(json_t *array, const struct policy_node *n, bool with_bits,
+static int node_addrs_append(json_t *array, const struct policy_enode *pn, bool with_bits,
                              size_t among)
 {
-    char buf[INET6_ADDRSTRLEN + 8];
+    const struct enode *n = enode_of(pn);
 
-    if (n->has_ipv4) {
-        addr_format(4, n->ipv4, buf, sizeof buf);
-        if (with_bits)
-            strcat(buf, "/32");
-        if (json_add_unique_among(array, buf, among) != 0)
-            return POLICY_ENOMEM;
-    }
-    if (n->has_ipv6) {
-        addr_format(6, n->ipv6, buf, sizeof buf);
-        if (with_bits)
-            strcat(buf, "/128");
-        if (json_add_unique_among(array, buf, among) != 0)
+    for (int i = 0; i < 2; i++) {
+        json_t *s = with_bits ? n->prefixes[i] : n->addrs[i];
+        size_t size = json_array_size(array);
+        bool seen = false;
+
+        if (s == NULL)
+            continue;
+        for (size_t j = 0; j < size && j < among && !seen; j++)
+            seen = json_equal(json_array_get(array, j), s);
+        if (!seen && json_array_append(array, s) != 0)
             return POLICY_ENOMEM;
     }
     return 0;
@@ -492,6 +538,7 @@ static void enode_free(struct enode *n)
     if (n == NULL)
         return;
     enode_drop_caches(n);
+    addr_strings_free(n);
     node_input_free(&n->pub.n);
     free(n);
 }
@@ -577,6 +624,24 @@ static void stale_user_add(struct policy_engine *e, uint64_t user_id)
     e->stale_users[e->n_stale_users++] = user_id;
 }
 
+/* Notes a freed slot for the next resolution; out of memory, everything is
+ * recomputed instead. */
+static void removed_slot_add(struct policy_engine *e, size_t slot)
+{
+    if (e->n_removed_slots == e->cap_removed_slots) {
+        size_t cap = e->cap_removed_slots > 0 ? e->cap_removed_slots * 2 : 8;
+        size_t *list = realloc(e->removed_slots, cap * sizeof *list);
+
+        if (list == NULL) {
+            e->is_policy_stale = true;
+            return;
+        }
+        e->removed_slots = list;
+        e->cap_removed_slots = cap;
+    }
+    e->removed_slots[e->n_removed_slots++] = slot;
+}
+
 static void mark_all_stale(struct policy_engine *e)
 {
     for (size_t i = 0; i < e->n_nodes; i++)
@@ -592,16 +657,24 @@ int policy_engine_node_put(struct policy_engine *e, const struct policy_node *in
     struct enode *n;
 
     if (found) {
-        struct policy_node copy;
+        struct enode fresh = {0};
 
         n = e->nodes[i];
-        if (node_input_copy(in, &copy) != 0)
+        if (node_input_copy(in, &fresh.pub.n) != 0)
             return POLICY_ENOMEM;
+        if (addr_strings_build(&fresh) != 0) {
+            addr_strings_free(&fresh);
+            node_input_free(&fresh.pub.n);
+            return POLICY_ENOMEM;
+        }
         stale_user_add(e, n->pub.n.user_id);
-        if (routes_differ(&n->pub.n, &copy))
-            e->is_routes_stale = true;
+        if (routes_differ(&n->pub.n, &fresh.pub.n))
+            e->is_routes_stale = e->are_routes_changed = true;
         node_input_free(&n->pub.n);
-        n->pub.n = copy;
+        addr_strings_free(n);
+        n->pub.n = fresh.pub.n;
+        memcpy(n->addrs, fresh.addrs, sizeof n->addrs);
+        memcpy(n->prefixes, fresh.prefixes, sizeof n->prefixes);
     } else {
         if (e->n_nodes == e->cap_nodes) {
             size_t cap = e->cap_nodes > 0 ? e->cap_nodes * 2 : 16;
@@ -619,7 +692,7 @@ int policy_engine_node_put(struct policy_engine *e, const struct policy_node *in
             free(n);
             return POLICY_ENOMEM;
         }
-        if (slot_take(e, n) != 0) {
+        if (addr_strings_build(n) != 0 || slot_take(e, n) != 0) {
             enode_free(n);
             return POLICY_ENOMEM;
         }
@@ -627,6 +700,7 @@ int policy_engine_node_put(struct policy_engine *e, const struct policy_node *in
         e->nodes[i] = n;
         e->n_nodes++;
         e->is_routes_stale = true;
+        e->are_routes_changed |= in->n_approved_routes > 0;
     }
     n->pub.user = user_of(e, &n->pub.n);
     n->is_changed = true;
@@ -645,6 +719,8 @@ void policy_engine_node_remove(struct policy_engine *e, uint64_t node_id)
         return;
     n = e->nodes[i];
     stale_user_add(e, n->pub.n.user_id);
+    removed_slot_add(e, n->slot);
+    e->are_routes_changed |= n->pub.n.n_approved_routes > 0;
     e->slots[n->slot] = NULL;
     memmove(&e->nodes[i], &e->nodes[i + 1], (e->n_nodes - i - 1) * sizeof *e->nodes);
     e->n_nodes--;
@@ -737,9 +813,19 @@ void policy_engine_user_remove(struct policy_engine *e, uint64_t user_id)
 
 /* ---- rules: built from the policy ---- */
 
+static void self_srcs_free(struct rule *r)
+{
+    for (size_t i = 0; i < r->n_self_srcs; i++)
+        json_decref(r->self_srcs[i]);
+    free(r->self_srcs);
+    r->self_srcs = NULL;
+    r->n_self_srcs = 0;
+}
+
 static void rules_free(struct rule *rules, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        self_srcs_free(&rules[i]);
         free(rules[i].dst);
         json_decref(rules[i].owned_app);
         json_decref(rules[i].src_ips);
@@ -1102,11 +1188,9 @@ static int src_ips_build(const struct policy_engine *e, const struct rule *r, js
             return POLICY_ENOMEM;
     n_literal = json_array_size(out);
     for (size_t i = 0; i < e->n_nodes; i++) {
-        const struct policy_node *n = &e->nodes[i]->pub.n;
-
         if (!src_names_node(e->p, r, &e->nodes[i]->pub))
             continue;
-        if (node_addrs_append(out, n, false, n_literal) != 0)
+        if (node_addrs_append(out, &e->nodes[i]->pub, false, n_literal) != 0)
             return POLICY_ENOMEM;
     }
     return 0;
@@ -1179,39 +1263,142 @@ static void stale_user_nodes(struct policy_engine *e)
     }
 }
 
-/* Resolves every rule again and drops what the change can affect. */
+static bool rule_has_wildcard_src(const struct rule *r)
+{
+    for (size_t i = 0; i < r->n_src; i++)
+        if (r->src[i].kind == POLICY_ALIAS_WILDCARD)
+            return true;
+    return false;
+}
+
+static uint64_t *bits_resize(uint64_t *bits, size_t old_words, size_t new_words)
+{
+    uint64_t *out = calloc(new_words > 0 ? new_words : 1, sizeof *out);
+
+    if (out != NULL && bits != NULL)
+        memcpy(out, bits, (old_words < new_words ? old_words : new_words) * sizeof *out);
+    return out;
+}
+
+static void bit_put(uint64_t *b, size_t i, bool on)
+{
+    if (on)
+        bit_set(b, i);
+    else
+        b[i / BITS] &= ~((uint64_t)1 << (i % BITS));
+}
+
+/* Brings rule r up to date with the nodes changed and removed since the
+ * last resolution (changed[0..n_changed)), and drops the answers that
+ * depended on what changed: the destinations' filters when the sources'
+ * list changed, both sides' visibility when a membership did. */
+static int rule_update(struct policy_engine *e, struct rule *r, size_t old_words,
+                       struct enode *const *changed, size_t n_changed)
+{
+    uint64_t *old_src = r->src_bits;
+    uint64_t *old_dst = r->dst_bits;
+    bool is_list_stale = e->are_routes_changed && rule_has_wildcard_src(r);
+    int rv = 0;
+
+    r->src_bits = bits_resize(old_src, old_words, e->n_words);
+    r->dst_bits = bits_resize(old_dst, old_words, e->n_words);
+    if (r->src_bits == NULL || r->dst_bits == NULL) {
+        rv = POLICY_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < e->n_removed_slots; i++) {
+        size_t s = e->removed_slots[i];
+
+        is_list_stale |= bit_get(r->src_bits, s);
+        bit_put(r->src_bits, s, false);
+        bit_put(r->dst_bits, s, false);
+    }
+    for (size_t i = 0; i < n_changed; i++) {
+        const struct enode *n = changed[i];
+        bool is_src = src_matches(e->p, r, &n->pub);
+
+        /* Its addresses may have changed too. */
+        is_list_stale |= is_src || bit_get(r->src_bits, n->slot);
+        bit_put(r->src_bits, n->slot, is_src);
+        bit_put(r->dst_bits, n->slot, rule_reaches(e->p, r, &n->pub));
+    }
+    if (is_list_stale) {
+        json_t *ips = json_array();
+
+        if (ips == NULL || src_ips_build(e, r, ips) != 0) {
+            json_decref(ips);
+            rv = POLICY_ENOMEM;
+            goto out;
+        }
+        if (!json_equal(ips, r->src_ips))
+            stale_side(e, old_dst, r->dst_bits, old_words, true);
+        json_decref(r->src_ips);
+        r->src_ips = ips;
+    }
+    if (bits_differ(old_src, old_words, r->src_bits, e->n_words) ||
+        bits_differ(old_dst, old_words, r->dst_bits, e->n_words)) {
+        stale_side(e, old_src, r->src_bits, old_words, false);
+        stale_side(e, old_dst, r->dst_bits, old_words, false);
+    }
+
+out:
+    free(old_src);
+    free(old_dst);
+    return rv;
+}
+
+/* The nodes changed since the last resolution; NULL when out of memory. */
+static struct enode **changed_nodes(const struct policy_engine *e, size_t *n)
+{
+    struct enode **out = malloc((e->n_nodes > 0 ? e->n_nodes : 1) * sizeof *out);
+
+    *n = 0;
+    for (size_t i = 0; out != NULL && i < e->n_nodes; i++)
+        if (e->nodes[i]->is_changed)
+            out[(*n)++] = e->nodes[i];
+    return out;
+}
+
+/* Resolves the rules against the nodes: from scratch after a policy change
+ * (everything), else only for what changed since the last time, dropping
+ * the cached answers the change can affect. */
 static int rules_resolve(struct policy_engine *e, bool everything)
 {
     size_t old_words = e->n_words;
+    struct enode **changed = NULL;
+    size_t n_changed = 0;
     bool any_self = false;
 
     if (by_user_build(e) != 0)
         return POLICY_ENOMEM;
     e->n_words = (e->n_slots + BITS - 1) / BITS;
+    if (!everything && (changed = changed_nodes(e, &n_changed)) == NULL)
+        return POLICY_ENOMEM;
     for (size_t i = 0; i < e->n_rules; i++) {
         struct rule *r = &e->rules[i];
-        struct rule old = *r;
-        int rv = rule_resolve(e, r);
+        int rv;
 
-        if (rv == 0 && !everything) {
-            if (old.src_ips == NULL || !json_equal(old.src_ips, r->src_ips))
-                stale_side(e, old.dst_bits, r->dst_bits, old_words, true);
-            if (bits_differ(old.src_bits, old_words, r->src_bits, e->n_words) ||
-                bits_differ(old.dst_bits, old_words, r->dst_bits, e->n_words)) {
-                stale_side(e, old.src_bits, r->src_bits, old_words, false);
-                stale_side(e, old.dst_bits, r->dst_bits, old_words, false);
-            }
+        self_srcs_free(r);
+        if (everything) {
+            json_decref(r->src_ips);
+            free(r->src_bits);
+            free(r->dst_bits);
+            rv = rule_resolve(e, r);
+        } else {
+            rv = rule_update(e, r, old_words, changed, n_changed);
         }
         any_self |= r->has_self;
-        json_decref(old.src_ips);
-        free(old.src_bits);
-        free(old.dst_bits);
-        if (rv != 0)
+        if (rv != 0) {
+            free(changed);
             return rv;
+        }
     }
+    free(changed);
     if (any_self && !everything)
         stale_user_nodes(e);
     e->n_stale_users = 0;
+    e->n_removed_slots = 0;
+    e->are_routes_changed = false;
     for (size_t i = 0; i < e->n_nodes; i++) {
         struct enode *n = e->nodes[i];
 
@@ -1404,6 +1591,7 @@ void policy_engine_free(struct policy_engine *e)
     free(e->primaries);
     free(e->by_user);
     free(e->stale_users);
+    free(e->removed_slots);
     free(e);
 }
 
@@ -1474,7 +1662,7 @@ static int dst_ips(const struct policy *p, const struct rule *r, const struct ru
         return 0;
     switch (a->kind) {
     case POLICY_ALIAS_WILDCARD:
-        return cap ? node_addrs_append(ips, &n->n, true, SIZE_MAX) : json_add_unique(ips, "*");
+        return cap ? node_addrs_append(ips, n, true, SIZE_MAX) : json_add_unique(ips, "*");
     case POLICY_ALIAS_HOST:
     case POLICY_ALIAS_PREFIX:
         /* Capabilities name tailnet nodes: through a router (via) they
@@ -1497,7 +1685,7 @@ static int dst_ips(const struct policy *p, const struct rule *r, const struct ru
     default:
         break;
     }
-    return node_addrs_append(ips, &n->n, cap, SIZE_MAX);
+    return node_addrs_append(ips, n, cap, SIZE_MAX);
 }
 
 static json_t *protos_json(const struct rule *r)
@@ -1551,7 +1739,7 @@ static json_t *rule_dsts(const struct policy *p, const struct rule *r, const str
         if (is_self != self)
             continue;
         ips = json_array();
-        if (ips == NULL || (is_self ? node_addrs_append(ips, &n->n, r->kind == RULE_CAP, SIZE_MAX)
+        if (ips == NULL || (is_self ? node_addrs_append(ips, n, r->kind == RULE_CAP, SIZE_MAX)
                                     : dst_ips(p, r, d, n, r->kind == RULE_CAP, ips)) != 0)
             goto err;
         if (r->kind == RULE_CAP) {
@@ -1576,24 +1764,37 @@ static json_t *rule_dsts(const struct policy *p, const struct rule *r, const str
     return out;
 }
 
-/* autogroup:self: the sources that are n's user's own untagged nodes. */
-static json_t *self_sources(const struct policy_engine *e, const struct rule *r,
+/* autogroup:self: the sources that are n's user's own untagged nodes,
+ * computed once per user and shared (a new reference). */
+static json_t *self_sources(const struct policy_engine *e, struct rule *r,
                             const struct policy_enode *n)
 {
-    json_t *out = json_array();
+    json_t *out;
     size_t i;
     size_t end = user_nodes(e, n->n.user_id, &i);
+    size_t first = i;
 
+    if (r->self_srcs == NULL) {
+        r->self_srcs = calloc(e->n_by_user > 0 ? e->n_by_user : 1, sizeof *r->self_srcs);
+        if (r->self_srcs == NULL)
+            return NULL;
+        r->n_self_srcs = e->n_by_user;
+    }
+    if (first < r->n_self_srcs && r->self_srcs[first] != NULL)
+        return json_incref(r->self_srcs[first]);
+    out = json_array();
     for (; out != NULL && i < end; i++) {
         const struct enode *s = e->by_user[i];
 
         if (!bit_get(r->src_bits, s->slot))
             continue;
-        if (node_addrs_append(out, &s->pub.n, false, 0) != 0) {
+        if (node_addrs_append(out, &s->pub, false, 0) != 0) {
             json_decref(out);
             return NULL;
         }
     }
+    if (out != NULL && first < r->n_self_srcs)
+        r->self_srcs[first] = json_incref(out);
     return out;
 }
 
@@ -1604,7 +1805,7 @@ static json_t *filter_compile(const struct policy_engine *e, const struct enode 
     if (out == NULL)
         return NULL;
     for (size_t i = 0; i < e->n_rules; i++) {
-        const struct rule *r = &e->rules[i];
+        struct rule *r = &e->rules[i];
         json_t *dst;
         int rv;
 
@@ -1817,7 +2018,7 @@ static int routes_compile(const struct policy_engine *e, struct enode *n)
     json_t *primary = json_array();
     char buf[64];
 
-    if (allowed == NULL || primary == NULL || node_addrs_append(allowed, pn, true, 0) != 0)
+    if (allowed == NULL || primary == NULL || node_addrs_append(allowed, &n->pub, true, 0) != 0)
         goto err;
     for (size_t i = 0; i < pn->n_approved_routes; i++) {
         const struct policy_prefix *r = &pn->approved_routes[i];

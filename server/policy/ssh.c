@@ -409,13 +409,14 @@ err:
     return NULL;
 }
 
-/* Appends to out one tailcfg.SSHRule (fresh JSON: callers may keep or
- * change it). */
+/* Appends to out one tailcfg.SSHRule. Its principals and sshUsers are
+ * shared with the plan and other nodes' rules: read-only, like every answer
+ * of the engine. */
 static int rule_append(const struct plan_rule *pr, json_t *principals, json_t *users, json_t *out)
 {
     const struct policy_ssh_rule *r = pr->rule;
-    json_t *rule = json_pack("{s:o,s:o,s:o}", "principals", json_deep_copy(principals), "sshUsers",
-                             json_deep_copy(users), "action", action_json(r));
+    json_t *rule = json_pack("{s:O,s:O,s:o}", "principals", principals, "sshUsers", users, "action",
+                             action_json(r));
     json_t *env;
 
     if (rule == NULL)

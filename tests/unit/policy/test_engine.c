@@ -360,6 +360,154 @@ static void a_change_recomputes_only_what_it_touches(void **state)
     json_decref(server_after);
 }
 
+/* The state of a random tailnet for the incremental test. */
+struct sim_node {
+    bool present;
+    uint64_t user;
+    int tag; /* -1: user-owned */
+    uint8_t host;
+    bool routes;
+    bool online;
+};
+
+static const char *const sim_tags[][1] = {{"tag:server"}, {"tag:router"}, {"tag:exit"}};
+
+static void sim_put(struct policy_engine *e, uint64_t id, const struct sim_node *s,
+                    const struct policy_prefix *subnet)
+{
+    struct policy_node n = {
+        .id = id,
+        .hostname = "sim",
+        .user_id = s->tag < 0 ? s->user : 0,
+        .tags = s->tag < 0 ? NULL : sim_tags[s->tag],
+        .n_tags = s->tag < 0 ? 0 : 1,
+        .has_ipv4 = true,
+        .ipv4 = {100, 64, 1, s->host},
+        .online = s->online,
+    };
+
+    if (s->routes) {
+        n.advertised_routes = n.approved_routes = subnet;
+        n.n_advertised_routes = n.n_approved_routes = 1;
+    }
+    assert_int_equal(policy_engine_node_put(e, &n), 0);
+}
+
+/* AllowedIPs of p as v sees them in e, without the routes p is primary
+ * for: which router is primary depends on history (the election is
+ * sticky), which an engine built from scratch does not have. */
+static json_t *allowed_ips_sans_primary(struct policy_engine *e, uint64_t v, uint64_t p)
+{
+    json_t *all = policy_engine_allowed_ips(e, v, p);
+    json_t *primary = policy_engine_primary_routes(e, v, p);
+    json_t *out = json_array();
+    size_t i, j;
+    json_t *a, *b;
+
+    json_array_foreach(all, i, a)
+    {
+        bool is_primary = false;
+
+        json_array_foreach(primary, j, b) is_primary |= json_equal(a, b);
+        if (!is_primary)
+            json_array_append(out, a);
+    }
+    json_decref(all);
+    json_decref(primary);
+    return out;
+}
+
+/* Every answer of a and b agrees for the present nodes. */
+static void assert_engines_agree(struct policy_engine *a, struct policy_engine *b,
+                                 const struct sim_node *nodes, size_t n)
+{
+    for (uint64_t v = 1; v <= n; v++) {
+        if (!nodes[v - 1].present)
+            continue;
+        json_t *fa = policy_engine_filter(a, v);
+        json_t *fb = policy_engine_filter(b, v);
+        json_t *sa = policy_engine_ssh(a, v);
+        json_t *sb = policy_engine_ssh(b, v);
+
+        assert_true(json_equal(fa, fb));
+        assert_true(json_equal(sa, sb));
+        json_decref(fa);
+        json_decref(fb);
+        json_decref(sa);
+        json_decref(sb);
+        for (uint64_t p = 1; p <= n; p++) {
+            if (!nodes[p - 1].present)
+                continue;
+            json_t *ra = allowed_ips_sans_primary(a, v, p);
+            json_t *rb = allowed_ips_sans_primary(b, v, p);
+
+            assert_int_equal(policy_engine_visible(a, v, p), policy_engine_visible(b, v, p));
+            assert_true(json_equal(ra, rb));
+            json_decref(ra);
+            json_decref(rb);
+        }
+    }
+}
+
+/* Random changes to one engine give the answers an engine built from
+ * scratch gives: incremental recomputation never serves a stale answer. */
+static void incremental_answers_match_a_fresh_engine(void **state)
+{
+    enum { N = 24, STEPS = 150 };
+    static const struct policy_user users[] = {
+        {1, "odin", "odin@example.com"}, {2, "thor", "thor@example.org"}, {3, "freya", NULL}};
+    struct fixture *f = *state;
+    struct sim_node nodes[N] = {{0}};
+    uint32_t seed = 12345;
+
+    use_policy(f,
+               "\"groups\": {\"group:ops\": [\"odin@example.com\", \"freya@\"]},"
+               "\"acls\": ["
+               "{\"action\": \"accept\", \"src\": [\"group:ops\"], \"dst\": [\"tag:server:22\"]},"
+               "{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"tag:router:80\"]},"
+               "{\"action\": \"accept\", \"src\": [\"autogroup:member\"], "
+               "\"dst\": [\"autogroup:self:*\", \"10.33.0.0/16:443\"]},"
+               "{\"action\": \"accept\", \"src\": [\"tag:server\", \"100.64.1.0/28\"], "
+               "\"dst\": [\"thor@example.org:*\", \"autogroup:internet:*\"]}],"
+               "\"ssh\": [{\"action\": \"accept\", \"src\": [\"autogroup:member\"], "
+               "\"dst\": [\"autogroup:self\"], \"users\": [\"autogroup:nonroot\"]}]");
+    for (uint64_t id = 1; id <= N_NODES; id++)
+        policy_engine_node_remove(f->e, id);
+    assert_int_equal(policy_engine_user_put(f->e, &users[2]), 0);
+    for (int step = 0; step < STEPS; step++) {
+        struct policy_engine *fresh;
+        size_t i;
+
+        seed = seed * 1103515245u + 12345u;
+        i = (seed >> 8) % N;
+        if (nodes[i].present && (seed >> 20) % 4 == 0) {
+            nodes[i].present = false;
+            policy_engine_node_remove(f->e, i + 1);
+        } else {
+            nodes[i] = (struct sim_node){
+                .present = true,
+                .user = 1 + (seed >> 4) % 3,
+                .tag = (int)((seed >> 12) % 5) - 2,
+                .host = (uint8_t)(1 + (seed >> 16) % 40),
+                .routes = (seed >> 24) % 3 == 0,
+                .online = (seed >> 26) % 4 != 0,
+            };
+            if (nodes[i].tag < 0)
+                nodes[i].tag = -1;
+            sim_put(f->e, i + 1, &nodes[i], nodes[i].tag == 2 ? f->exit : &f->subnet);
+        }
+        fresh = policy_engine_new(f->p);
+        assert_non_null(fresh);
+        for (size_t u = 0; u < 3; u++)
+            assert_int_equal(policy_engine_user_put(fresh, &users[u]), 0);
+        for (size_t k = 0; k < N; k++)
+            if (nodes[k].present)
+                sim_put(fresh, k + 1, &nodes[k], nodes[k].tag == 2 ? f->exit : &f->subnet);
+        assert_engines_agree(f->e, fresh, nodes, N);
+        policy_engine_free(fresh);
+    }
+}
+
 static void check_runs_the_tests(void **state)
 {
     struct fixture *f = *state;
@@ -427,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(primary_routes_follow_the_election, setup, teardown),
         cmocka_unit_test(election_is_pure_and_sticky),
         cmocka_unit_test_setup_teardown(a_change_recomputes_only_what_it_touches, setup, teardown),
+        cmocka_unit_test_setup_teardown(incremental_answers_match_a_fresh_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(check_runs_the_tests, setup, teardown),
         cmocka_unit_test_setup_teardown(auto_approvers_cover_subnets_and_exits, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_nodes_have_no_answers, setup, teardown),
