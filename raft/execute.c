@@ -835,13 +835,13 @@ out:
     return rv;
 }
 
-static void join_tags(char **tags, size_t n_tags, char *out, size_t cap)
+static void join_list(char **items, size_t n_items, char *out, size_t cap)
 {
     size_t used = 0;
 
     out[0] = '\0';
-    for (size_t i = 0; i < n_tags && used < cap; i++) {
-        int n = snprintf(out + used, cap - used, "%s%s", i > 0 ? "," : "", tags[i]);
+    for (size_t i = 0; i < n_items && used < cap; i++) {
+        int n = snprintf(out + used, cap - used, "%s%s", i > 0 ? "," : "", items[i]);
         if (n < 0)
             break;
         used += (size_t)n;
@@ -873,8 +873,64 @@ static int set_node_tags(struct exec *x)
     n->n_tags = old_n_tags;
     if (rv != 0)
         goto out;
-    join_tags(op->tags, op->n_tags, list, sizeof list);
+    join_list(op->tags, op->n_tags, list, sizeof list);
     rv = exec_audit(x, "node.tags", "id=%llu tags=%s", (unsigned long long)n->id, list);
+    if (rv != 0)
+        goto out;
+    exec_succeed(x, n->id);
+out:
+    store_record_free(n);
+    return rv;
+}
+
+static bool strv_has(char *const *v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(exec_str_or_empty(v[i]), s) == 0)
+            return true;
+    return false;
+}
+
+/* Approved routes must be advertised by the node, once each: approving a
+ * route the node does not announce would route traffic into a black hole. */
+static int set_node_routes(struct exec *x)
+{
+    const Concord__SetNodeRoutes *op = x->cmd->set_node_routes;
+    Concord__Node *n = NULL;
+    char **old_routes;
+    size_t old_n_routes;
+    char list[AUDIT_DETAIL_MAX / 2];
+    int rv;
+
+    rv = exec_get_node(x, op->id, &n);
+    if (rv != 0 || n == NULL)
+        return rv;
+    for (size_t i = 0; i < op->n_routes; i++) {
+        const char *r = exec_str_or_empty(op->routes[i]);
+
+        if (!strv_has(n->advertised_routes, n->n_advertised_routes, r)) {
+            rv = exec_fail(x, CLUSTER_RESULT_INVALID,
+                           "route %s is not advertised by node %llu (its client announces it "
+                           "with tailscale up --advertise-routes)",
+                           r, (unsigned long long)n->id);
+            goto out;
+        }
+        if (strv_has(op->routes, i, r)) {
+            rv = exec_fail(x, CLUSTER_RESULT_INVALID, "route %s is listed twice", r);
+            goto out;
+        }
+    }
+    old_routes = n->approved_routes;
+    old_n_routes = n->n_approved_routes;
+    n->approved_routes = op->routes;
+    n->n_approved_routes = op->n_routes;
+    rv = store_node_put(x->t, n);
+    n->approved_routes = old_routes;
+    n->n_approved_routes = old_n_routes;
+    if (rv != 0)
+        goto out;
+    join_list(op->routes, op->n_routes, list, sizeof list);
+    rv = exec_audit(x, "node.routes", "id=%llu routes=%s", (unsigned long long)n->id, list);
     if (rv != 0)
         goto out;
     exec_succeed(x, n->id);
@@ -1112,6 +1168,8 @@ int cluster_fsm_execute(struct store_txn *t, const Concord__Command *cmd, uint64
         return delete_node(&x);
     case CONCORD__COMMAND__OP_SET_NODE_TAGS:
         return set_node_tags(&x);
+    case CONCORD__COMMAND__OP_SET_NODE_ROUTES:
+        return set_node_routes(&x);
     case CONCORD__COMMAND__OP_SET_POLICY:
         return set_policy(&x);
     case CONCORD__COMMAND__OP_UPSERT_REPLICA:

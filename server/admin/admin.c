@@ -44,7 +44,7 @@ static const struct route routes[] = {
     {"POST", "/api/v1/node/{}/expire", admin_node_expire},
     {"POST", "/api/v1/node/{}/rename/{}", admin_node_rename},
     {"POST", "/api/v1/node/{}/tags", admin_node_tags},
-    {"POST", "/api/v1/node/{}/approve_routes", unimplemented},
+    {"POST", "/api/v1/node/{}/approve_routes", admin_node_approve_routes},
     {"POST", "/api/v1/debug/node", admin_node_debug_create},
     {"POST", "/api/v1/auth/register", admin_auth_register},
     {"POST", "/api/v1/auth/approve", unimplemented},

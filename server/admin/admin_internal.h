@@ -205,6 +205,8 @@ int admin_parse_node_key(const char *s, uint8_t key[32]);
 /* Tags array: non-empty strings matching tag:[a-z0-9-]+, no duplicates; on
  * success *out is a malloc'd array of malloc'd strings. */
 int admin_tags_copy(const json_t *tags, char ***out, size_t *n, char *why);
+/* Routes (CIDR prefixes, canonical, each once) copied into *out. */
+int admin_routes_copy(const json_t *routes, char ***out, size_t *n, char *why);
 void admin_strings_free(char **v, size_t n);
 
 /* ---- JSON rendering (server/admin/render.c), Headscale's shapes ---- */
@@ -250,6 +252,7 @@ void admin_node_delete(struct admin_call *call);
 void admin_node_expire(struct admin_call *call);
 void admin_node_rename(struct admin_call *call);
 void admin_node_tags(struct admin_call *call);
+void admin_node_approve_routes(struct admin_call *call);
 void admin_node_debug_create(struct admin_call *call);
 
 void admin_auth_register(struct admin_call *call);

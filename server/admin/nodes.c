@@ -268,6 +268,48 @@ void admin_node_tags(struct admin_call *call)
     admin_submit(call, cmd, node_done);
 }
 
+/* Headscale's approve_routes: the node's approved routes become exactly
+ * the given ones (an empty list approves none). */
+void admin_node_approve_routes(struct admin_call *call)
+{
+    static const struct admin_field fields[] = {
+        {"routes", NULL, ADMIN_FIELD_STRINGS},
+    };
+    struct admin_value v[1];
+    char why[ADMIN_WHY_BYTES];
+    Concord__Command *cmd;
+    Concord__SetNodeRoutes *op;
+    char **routes;
+    size_t n;
+
+    if (node_id_param(call) != 0 || admin_body_parse(call, fields, 1, v) != 0)
+        return;
+    if (!v[0].is_present) {
+        admin_fail(call, ADMIN_INVALID,
+                   "field \"routes\" is required (an empty list approves none)");
+        return;
+    }
+    if (admin_routes_copy(v[0].strings, &routes, &n, why) != 0) {
+        admin_fail(call, ADMIN_INVALID, "%s", why);
+        return;
+    }
+    if ((cmd = admin_command_new(call)) == NULL) {
+        admin_strings_free(routes, n);
+        return;
+    }
+    if ((op = admin_op_alloc(call, cmd, sizeof *op)) == NULL) {
+        admin_strings_free(routes, n);
+        return;
+    }
+    concord__set_node_routes__init(op);
+    op->id = call->id;
+    op->routes = routes;
+    op->n_routes = n;
+    cmd->op_case = CONCORD__COMMAND__OP_SET_NODE_ROUTES;
+    cmd->set_node_routes = op;
+    admin_submit(call, cmd, node_done);
+}
+
 /* Registers a node without a client (Headscale's debug create-node). The
  * machine key is random: no client will ever speak for this node. */
 void admin_node_debug_create(struct admin_call *call)

@@ -166,6 +166,21 @@ static json_t *render_available_routes(const Concord__Node *n)
     return out;
 }
 
+/* The routes the node serves: approved and advertised. (Which of the
+ * routers serving a prefix is primary shows in the clients' netmaps.) */
+static json_t *render_serving_routes(const Concord__Node *n)
+{
+    json_t *out = json_array();
+
+    for (size_t i = 0; out != NULL && i < n->n_approved_routes; i++)
+        for (size_t j = 0; j < n->n_advertised_routes; j++)
+            if (strcmp(n->approved_routes[i], n->advertised_routes[j]) == 0) {
+                json_array_append_new(out, json_string(n->approved_routes[i]));
+                break;
+            }
+    return out;
+}
+
 static bool is_online(const struct admin_online *online, uint64_t node_id)
 {
     size_t lo = 0, hi = online != NULL ? online->n : 0;
@@ -195,7 +210,7 @@ json_t *admin_render_node(struct store_txn *t, const Concord__Node *n,
         store_record_free(k);
     }
     return json_pack(
-        "{s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:[], "
+        "{s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:s, s:b, s:o, s:o, s:o, "
         "s:o}",
         "id", admin_json_id(n->id), "machineKey", json_key("mkey:", &n->machine_key), "nodeKey",
         json_key("nodekey:", &n->node_key), "discoKey", json_key("discokey:", &n->disco_key),
@@ -205,7 +220,8 @@ json_t *admin_render_node(struct store_txn *t, const Concord__Node *n,
         "registerMethod", register_method_name(n->register_method), "givenName", n->given_name,
         "online", is_online(online, n->id), "approvedRoutes",
         admin_json_strings(n->approved_routes, n->n_approved_routes), "availableRoutes",
-        render_available_routes(n), "subnetRoutes", "tags", admin_json_strings(n->tags, n->n_tags));
+        render_available_routes(n), "subnetRoutes", render_serving_routes(n), "tags",
+        admin_json_strings(n->tags, n->n_tags));
 }
 
 /* ---- online set ---- */

@@ -3,6 +3,7 @@
  * where it has one (user names: hscontrol/util/dns.go ValidateUsername; tags:
  * grpcv1.go validateTag, tightened to tag:[a-z0-9-]+), DNS labels otherwise. */
 #include "server/admin/admin_internal.h"
+#include "server/policy/policy.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -298,6 +299,63 @@ int admin_tags_copy(const json_t *tags, char ***out, size_t *n, char *why)
     return 0;
 
 err_after_alloc:
+    admin_strings_free(v, count);
+    return -1;
+}
+
+/* A route as clients advertise it: a CIDR prefix without host bits, in
+ * canonical form. */
+static int route_check(const char *text, char *why)
+{
+    struct policy_prefix p;
+    char canonical[64];
+
+    if (admin_validate_cidr(text, why) != 0)
+        return -1;
+    if (policy_prefix_parse(text, &p) != 0) {
+        snprintf(why, ADMIN_WHY_BYTES,
+                 "route \"%.64s\" has host bits set: a route is a network, like 10.0.0.0/24", text);
+        return -1;
+    }
+    policy_prefix_format(&p, canonical, sizeof canonical);
+    if (strcmp(canonical, text) != 0) {
+        snprintf(why, ADMIN_WHY_BYTES, "route \"%.50s\" is not in canonical form: write %.50s",
+                 text, canonical);
+        return -1;
+    }
+    return 0;
+}
+
+int admin_routes_copy(const json_t *routes, char ***out, size_t *n, char *why)
+{
+    size_t count = json_array_size(routes);
+    char **v = calloc(count > 0 ? count : 1, sizeof *v);
+
+    if (v == NULL) {
+        snprintf(why, ADMIN_WHY_BYTES, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const char *route = json_string_value(json_array_get(routes, i));
+
+        if (route_check(route, why) != 0)
+            goto err;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(v[j], route) == 0) {
+                snprintf(why, ADMIN_WHY_BYTES, "route \"%.64s\" is listed twice", route);
+                goto err;
+            }
+        v[i] = admin_strdup(route);
+        if (v[i] == NULL) {
+            snprintf(why, ADMIN_WHY_BYTES, "out of memory");
+            goto err;
+        }
+    }
+    *out = v;
+    *n = count;
+    return 0;
+
+err:
     admin_strings_free(v, count);
     return -1;
 }

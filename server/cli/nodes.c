@@ -138,6 +138,58 @@ static int nodes_tag(struct cli *cli, const struct cli_args *args)
     return node_call(cli, "POST", path, json_pack("{s:o}", "tags", tags), "Node tagged");
 }
 
+static const struct cli_column route_columns[] = {
+    {"ID", "id"},
+    {"Hostname", "name"},
+    {"Approved", "approvedRoutes"},
+    {"Available", "availableRoutes"},
+    {"Serving", "subnetRoutes"},
+};
+
+/* Headscale's approve-routes: the node's approved routes become exactly
+ * these (-r "" approves none). */
+static int nodes_approve_routes(struct cli *cli, const struct cli_args *args)
+{
+    char path[64];
+    json_t *routes;
+    uint64_t id;
+    int rv = node_id(cli, args, &id);
+
+    if (rv != CLI_EXIT_OK)
+        return rv;
+    if (args->values[1] == NULL)
+        return cli_usage(cli, "give the routes with -r 10.0.0.0/8,0.0.0.0/0 (-r \"\": none)");
+    routes = args->values[1][0] == '\0' ? json_array() : cli_split_list(args->values[1]);
+    if (routes == NULL)
+        return CLI_EXIT_FAIL;
+    snprintf(path, sizeof path, "/api/v1/node/%" PRIu64 "/approve_routes", id);
+    return node_call(cli, "POST", path, json_pack("{s:o}", "routes", routes), "Node updated");
+}
+
+/* Every node's routes, or one node's with -i. */
+static int nodes_list_routes(struct cli *cli, const struct cli_args *args)
+{
+    char path[64] = "/api/v1/node";
+    json_t *answer;
+    json_t *rows;
+    uint64_t id = 0;
+    int rv;
+
+    if (args->values[0] != NULL && (rv = node_id(cli, args, &id)) != CLI_EXIT_OK)
+        return rv;
+    if (id != 0)
+        snprintf(path, sizeof path, "/api/v1/node/%" PRIu64, id);
+    rv = cli_call(cli, "GET", path, NULL, &answer, NULL);
+    if (rv != CLI_EXIT_OK)
+        return rv;
+    rows = id != 0 ? json_pack("[O]", json_object_get(answer, "node"))
+                   : json_incref(json_object_get(answer, "nodes"));
+    cli_print_table(cli, rows, route_columns, sizeof route_columns / sizeof route_columns[0]);
+    json_decref(rows);
+    json_decref(answer);
+    return CLI_EXIT_OK;
+}
+
 enum { CREATE_USER, CREATE_NAME, CREATE_KEY, CREATE_ROUTE };
 
 static int nodes_create(struct cli *cli, const struct cli_args *args)
@@ -196,6 +248,21 @@ static const struct cli_verb node_verbs[] = {
      0,
      0,
      nodes_tag},
+    {"approve-routes|approve|ar",
+     "",
+     "set a node's approved routes (exactly these; -r \"\" approves none)",
+     {{"identifier", 'i', true, "ID  the node's id"},
+      {"routes", 'r', true, "CIDRS  comma-separated, like 10.0.0.0/24,0.0.0.0/0,::/0"}},
+     0,
+     0,
+     nodes_approve_routes},
+    {"list-routes|routes|lr",
+     "",
+     "list nodes' routes: approved, available (advertised) and serving (both)",
+     {{"identifier", 'i', true, "ID  only this node"}},
+     0,
+     0,
+     nodes_list_routes},
     {"create",
      "",
      "register a node without a client, for tests (Headscale: debug create-node)",

@@ -872,6 +872,7 @@ void ctl_map_note_applied(struct control *c, const Concord__Command *cmd,
     case CONCORD__COMMAND__OP_EXPIRE_NODE:
     case CONCORD__COMMAND__OP_DELETE_NODE:
     case CONCORD__COMMAND__OP_SET_NODE_TAGS:
+    case CONCORD__COMMAND__OP_SET_NODE_ROUTES:
     case CONCORD__COMMAND__OP_LOGOUT_NODE:
     case CONCORD__COMMAND__OP_OPEN_SESSION:
     case CONCORD__COMMAND__OP_CLOSE_SESSION:

@@ -1118,6 +1118,61 @@ static void hostname_change_keeps_a_name_the_node_already_has(void **state)
     assert_string_equal(given, "alpha-1");
 }
 
+/* ---- SetNodeRoutes ---- */
+
+/* Approved routes must be among those the node advertises, each once;
+ * refused approvals change nothing; an empty list approves none. */
+static void routes_are_approved_only_when_advertised(void **state)
+{
+    struct ctx *x = *state;
+    struct key_spec spec = {.user_id = 1, .reusable = true};
+    char *advertised[] = {"10.9.0.0/16", "0.0.0.0/0", "::/0"};
+    char *approve[] = {"10.9.0.0/16", "0.0.0.0/0"};
+    char *stranger[] = {"10.9.0.0/16", "192.168.0.0/24"};
+    char *twice[] = {"10.9.0.0/16", "10.9.0.0/16"};
+    Concord__SetNodeRoutes op = CONCORD__SET_NODE_ROUTES__INIT;
+    Concord__NodeUpdate u;
+    Concord__NodeUpdate *updates[] = {&u};
+    Concord__Command cmd;
+    struct machine one;
+    uint64_t key_id;
+    Concord__Node *n;
+
+    create_user(x, "alice");
+    key_id = create_key(x, &spec);
+    register_with_key(x, 1, key_id, "one");
+    machine_init(&one, 1);
+    update_init(&u, 1, &one);
+    u.has_routes = true;
+    u.advertised_routes = advertised;
+    u.n_advertised_routes = 3;
+    update_nodes(x, updates, 1);
+
+    cmd_init(x, &cmd, CONCORD__COMMAND__OP_SET_NODE_ROUTES, &op);
+    op.id = 9;
+    op.routes = approve;
+    op.n_routes = 2;
+    expect_fail(x, &cmd, CLUSTER_RESULT_NOTFOUND, "node 9 not found");
+    op.id = 1;
+    op.routes = stranger;
+    expect_fail(x, &cmd, CLUSTER_RESULT_INVALID, "192.168.0.0/24 is not advertised by node 1");
+    op.routes = twice;
+    expect_fail(x, &cmd, CLUSTER_RESULT_INVALID, "listed twice");
+    op.routes = approve;
+    assert_int_equal(expect_ok(x, &cmd, 1), 1);
+    n = get_node(x, 1);
+    assert_int_equal(n->n_approved_routes, 2);
+    assert_string_equal(n->approved_routes[0], "10.9.0.0/16");
+    assert_string_equal(n->approved_routes[1], "0.0.0.0/0");
+    store_record_free(n);
+
+    op.n_routes = 0;
+    expect_ok(x, &cmd, 1);
+    n = get_node(x, 1);
+    assert_int_equal(n->n_approved_routes, 0);
+    store_record_free(n);
+}
+
 /* ---- LogoutNode ---- */
 
 static void logout_expires_a_node_and_deletes_an_ephemeral_one(void **state)
@@ -1287,6 +1342,7 @@ int test_execute_control_run(void)
         T(update_nodes_ignores_stale_keys_and_unknown_nodes),
         T(hostname_change_renames_the_node_uniquely),
         T(hostname_change_keeps_a_name_the_node_already_has),
+        T(routes_are_approved_only_when_advertised),
         T(logout_expires_a_node_and_deletes_an_ephemeral_one),
         T(logout_refuses_another_node_key),
         T(sessions_open_and_close_and_closing_records_last_seen),

@@ -373,8 +373,7 @@ static void unknown_routes_are_404_and_wrong_methods_405(void **state)
     assert_refused(f, 405, "method not allowed", "PATCH", "/api/v1/user", NULL, true, NULL);
     assert_refused(f, 405, "method not allowed", "GET", "/api/v1/user/1/rename/x", NULL, true,
                    NULL);
-    assert_refused(f, 501, "not implemented", "POST", "/api/v1/node/1/approve_routes", NULL, true,
-                   "{}");
+    assert_refused(f, 501, "not implemented", "POST", "/api/v1/node/backfillips", NULL, true, "{}");
     assert_refused(f, 400, "consistent", "GET", "/api/v1/user?consistent=maybe", NULL, true, NULL);
 }
 
@@ -480,6 +479,41 @@ static void invalid_tags_are_400_and_change_nothing(void **state)
     }
     assert_refused(f, 400, "at least one tag", "POST", target, NULL, true, "{\"tags\": []}");
     assert_int_equal(request(f, "POST", target, "{\"tags\": [\"tag:web\", \"tag:prod-1\"]}"), 200);
+}
+
+/* Routes are checked before anything is proposed (CIDR, no host bits,
+ * canonical, once each), and the state machine refuses routes the node does
+ * not advertise (a debug node advertises none). */
+static void invalid_routes_are_400_and_change_nothing(void **state)
+{
+    struct fixture *f = *state;
+    char target[64];
+    uint64_t node;
+
+    user_create(f, "judy");
+    node = node_create(f, "judy", "judy-router");
+    snprintf(target, sizeof target, "/api/v1/node/%llu/approve_routes", (unsigned long long)node);
+    {
+        static const char *const bad[][2] = {
+            {"\"10.0.0.1/8\"", "host bits set"},
+            {"\"10.0.0.0\"", "not a CIDR prefix"},
+            {"\"10.0.0.0/33\"", "prefix length must be 0 to 32"},
+            {"\"fd7a:115c:a1e0:0::/48\"", "canonical form: write fd7a:115c:a1e0::/48"},
+            {"\"10.1.0.0/16\", \"10.1.0.0/16\"", "listed twice"},
+            {"\"10.1.0.0/16\"", "is not advertised by node"},
+            {"7", "array of strings"},
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            char full[160];
+
+            snprintf(full, sizeof full, "{\"routes\": [%s]}", bad[i][0]);
+            assert_refused(f, 400, bad[i][1], "POST", target, NULL, true, full);
+        }
+    }
+    assert_refused(f, 400, "\"routes\" is required", "POST", target, NULL, true, "{}");
+    assert_refused(f, 404, "not found", "POST", "/api/v1/node/999999/approve_routes", NULL, true,
+                   "{\"routes\": []}");
+    assert_int_equal(request(f, "POST", target, "{\"routes\": []}"), 200);
 }
 
 static void unknown_node_ids_are_404_and_change_nothing(void **state)
@@ -1129,6 +1163,7 @@ int main(void)
         cmocka_unit_test(bad_request_bodies_are_400_and_change_nothing),
         cmocka_unit_test(duplicate_user_names_are_409_and_change_nothing),
         cmocka_unit_test(invalid_tags_are_400_and_change_nothing),
+        cmocka_unit_test(invalid_routes_are_400_and_change_nothing),
         cmocka_unit_test(unknown_node_ids_are_404_and_change_nothing),
         cmocka_unit_test(debug_nodes_can_be_renamed_tagged_expired_and_deleted),
         cmocka_unit_test(tcp_requests_need_a_valid_api_key),

@@ -286,6 +286,12 @@ static void cli_manages_keys_nodes_and_policy(void **state)
     assert_cli(e, 0, "nodes list -u bob", "web-1", NULL);
     assert_cli(e, 0, "nodes tag -i 1 -t tag:web,tag:prod", "tag:web,tag:prod", NULL);
     assert_cli(e, 1, "nodes tag -i 1 -t Web", NULL, "must start with \"tag:\"");
+    assert_cli(e, 1, "nodes approve-routes -i 1 -r 10.0.0.0/8", NULL,
+               "10.0.0.0/8 is not advertised by node 1");
+    assert_cli(e, 1, "nodes approve-routes -i 1 -r 10.0.0.1/8", NULL, "host bits set");
+    assert_cli(e, 0, "nodes approve-routes -i 1 --routes=", "Node updated", NULL);
+    assert_cli(e, 0, "nodes list-routes", "Serving", NULL);
+    assert_cli(e, 0, "nodes list-routes -i 1", "web-1", NULL);
     assert_cli(e, 0, "nodes rename -i 1 www", "www", NULL);
     assert_cli(e, 0, "nodes expire -i 1", "Node expired", NULL);
     assert_cli(e, 1, "nodes delete -i 42 --force", NULL, "node 42 not found");

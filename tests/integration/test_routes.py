@@ -1,0 +1,86 @@
+"""Subnet routes on real Tailscale clients: two routers advertise the same
+prefix, an operator approves it on both (`concord nodes approve-routes`), and a
+third client sees exactly one of them as the prefix's primary; when the
+primary disconnects cleanly the other takes over, and the primary coming back
+does not take the route back (the election is sticky). Routes that are not
+advertised, malformed or not canonical are refused and change nothing."""
+import json
+import unittest
+
+from harness import wait_until
+from test_tailscale import TailnetTest, login_server
+
+PREFIX = "10.77.0.0/24"
+
+
+class RoutesTest(TailnetTest):
+    def router(self, name, replica):
+        c = self.client(name)
+        c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + PREFIX,))
+        self.assertEqual(c.backend_state(), "Running")
+        return c
+
+    def node_id(self, name):
+        return str(self.node(name)["id"])
+
+    def primary_of(self, viewer):
+        """The hostnames of viewer's peers that carry PREFIX as a primary route."""
+        return sorted(h for h, p in viewer.peers().items()
+                      if PREFIX in (p.get("PrimaryRoutes") or []))
+
+    def wait_primary(self, viewer, hostname, timeout=20):
+        wait_until(lambda: self.primary_of(viewer) == [hostname], timeout,
+                   "%s to see %s as the only primary of %s" % (viewer.name, hostname, PREFIX))
+
+    def test_one_primary_and_failover_when_it_disconnects(self):
+        leader = self.cluster.leader()
+        a = self.router("rt-a", self.cluster[1])
+        viewer = self.client("rt-viewer")
+        viewer.up(login_server(self.cluster[3]), self.auth_key)
+        wait_until(lambda: PREFIX in self.node("rt-a")["availableRoutes"], 20,
+                   "rt-a's advertised route to be recorded")
+        # Not approved yet: advertised only, nobody routes it.
+        self.assertEqual(self.primary_of(viewer), [])
+        leader.cli("nodes", "approve-routes", "-i", self.node_id("rt-a"), "-r", PREFIX)
+        self.wait_primary(viewer, "rt-a")
+        b = self.router("rt-b", self.cluster[2])
+        wait_until(lambda: PREFIX in self.node("rt-b")["availableRoutes"], 20,
+                   "rt-b's advertised route to be recorded")
+        leader.cli("nodes", "approve-routes", "-i", self.node_id("rt-b"), "-r", PREFIX)
+        routes = json.loads(leader.cli("nodes", "list-routes", "-o", "json").stdout)
+        serving = dict((n["name"], n["subnetRoutes"]) for n in routes)
+        self.assertEqual(serving["rt-a"], [PREFIX])
+        self.assertEqual(serving["rt-b"], [PREFIX])
+        # Both serve it; the first one approved stays the one primary.
+        self.wait_primary(viewer, "rt-a")
+
+        # The primary leaves cleanly: its session closes and b takes over.
+        a.cli("down")
+        self.wait_primary(viewer, "rt-b")
+        # a comes back: b keeps the route (no flapping back).
+        a.cli("up")
+        self.wait_peer(viewer, "rt-a")
+        self.assertEqual(self.primary_of(viewer), ["rt-b"])
+
+    def test_bad_routes_are_refused_and_change_nothing(self):
+        leader = self.cluster.leader()
+        plain = self.client("rt-plain")
+        plain.up(login_server(self.cluster[1]), self.auth_key)
+        node = self.node_id("rt-plain")
+        before = self.stable_state_hash()
+        for route, message in [
+            ("10.77.0.0/24", "is not advertised by node"),
+            ("10.77.0.1/24", "host bits set"),
+            ("10.77.0.0/33", "prefix length must be 0 to 32"),
+            ("fd7a:115c:a1e0:0::/48", "canonical form"),
+        ]:
+            rv = leader.cli("nodes", "approve-routes", "-i", node, "-r", route, check=False)
+            self.assertNotEqual(rv.returncode, 0, route)
+            self.assertIn(message, rv.stderr, route)
+        rv = leader.cli("nodes", "approve-routes", "-i", "999999", "-r", PREFIX, check=False)
+        self.assertIn("not found", rv.stderr)
+        self.assertEqual(self.stable_state_hash(), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
