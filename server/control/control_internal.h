@@ -144,7 +144,8 @@ struct control {
     struct ctl_idmap policy_users; /* user ids changed since the last round */
     bool needs_policy_reload;
     bool needs_engine_reload;
-    bool is_policy_dirty; /* since the last delta round */
+    bool is_policy_dirty;        /* since the last delta round */
+    bool needs_auto_approve_all; /* the policy changed: every node's routes */
     uv_timer_t delta_timer;
     uv_timer_t gc_timer;
     bool is_key_recorded;
@@ -202,6 +203,10 @@ void ctl_policy_note(struct control *c, enum ctl_policy_change what, uint64_t id
  * start of each delta round, which clears is_policy_dirty. */
 void ctl_policy_sync(struct control *c, struct store_txn *t);
 /* Per-node answers as compact JSON (free()); NULL when out of memory. */
+/* autoApprovers: on the leader, proposes the approval of every advertised
+ * route the policy approves for the nodes that changed this round (every
+ * node after a policy change). Call after ctl_policy_sync. */
+void ctl_policy_auto_approve(struct control *c, struct store_txn *t);
 char *ctl_policy_filter_json(struct control *c, uint64_t node_id);
 char *ctl_policy_ssh_json(struct control *c, uint64_t node_id);
 char *ctl_policy_capmap_json(struct control *c, uint64_t node_id);

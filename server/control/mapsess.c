@@ -1226,6 +1226,7 @@ static void on_delta_timer(uv_timer_t *timer)
         return;
     }
     ctl_policy_sync(c, rd.t);
+    ctl_policy_auto_approve(c, rd.t);
     rd.is_policy_changed = c->is_policy_dirty;
     c->is_policy_dirty = false;
     if (round_prepare(c, &rd) != 0 || (selected = calloc(rd.n + 1, 1)) == NULL)

@@ -374,6 +374,7 @@ void ctl_policy_sync(struct control *c, struct store_txn *t)
         c->needs_engine_reload = false;
         c->needs_policy_reload = false;
         c->is_policy_dirty = true;
+        c->needs_auto_approve_all = true;
         ctl_idmap_free(&c->policy_users);
         if (reload(c, t) != 0)
             LOG_ERROR("control: cannot load the state into the policy engine: out of memory");
@@ -382,6 +383,7 @@ void ctl_policy_sync(struct control *c, struct store_txn *t)
     if (c->needs_policy_reload) {
         c->needs_policy_reload = false;
         c->is_policy_dirty = true;
+        c->needs_auto_approve_all = true;
         if (policy_load(c, t) != 0)
             LOG_ERROR("control: cannot load the applied policy: out of memory");
     }
@@ -405,6 +407,106 @@ void ctl_policy_sync(struct control *c, struct store_txn *t)
                       c->changed_nodes.keys[i]);
         if (rv != 0)
             c->is_policy_dirty = true;
+    }
+}
+
+/* ---- autoApprovers ---- */
+
+static bool strv_has(char *const *v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return true;
+    return false;
+}
+
+static void on_auto_approved(void *arg, int status, const Concord__CommandResult *result)
+{
+    (void)arg;
+    if (status != CLUSTER_OK)
+        LOG_WARN("control: auto-approving routes failed: %s", cluster_strerror(status));
+    else if (result->code != CLUSTER_RESULT_OK)
+        LOG_WARN("control: auto-approving routes failed: %s", result->message);
+    else
+        LOG_INFO("control: routes of node %" PRIu64 " approved by the policy's autoApprovers",
+                 result->id);
+}
+
+/* Proposes n's approved routes plus the advertised ones the policy
+ * approves, when there are any new. Approvals of routes n no longer
+ * advertises are dropped then: SetNodeRoutes takes advertised routes only. */
+static int auto_approve_node(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Node *n = (const Concord__Node *)record;
+    struct control *c = arg;
+    Concord__Command *cmd;
+    Concord__SetNodeRoutes *op;
+    size_t n_new = 0;
+
+    for (size_t i = 0; i < n->n_advertised_routes; i++) {
+        struct policy_prefix p;
+
+        if (!strv_has(n->approved_routes, n->n_approved_routes, n->advertised_routes[i]) &&
+            policy_prefix_parse(n->advertised_routes[i], &p) == 0 &&
+            policy_engine_auto_approves(c->engine, n->id, &p))
+            n_new++;
+    }
+    if (n_new == 0)
+        return 0;
+    cmd = ctl_command_new(c);
+    op = calloc(1, sizeof *op);
+    if (cmd == NULL || op == NULL)
+        goto err;
+    concord__set_node_routes__init(op);
+    cmd->op_case = CONCORD__COMMAND__OP_SET_NODE_ROUTES;
+    cmd->set_node_routes = op;
+    op->id = n->id;
+    op->routes = calloc(n->n_advertised_routes, sizeof *op->routes);
+    if (op->routes == NULL)
+        goto err;
+    for (size_t i = 0; i < n->n_advertised_routes; i++) {
+        const char *r = n->advertised_routes[i];
+        struct policy_prefix p;
+
+        if (!strv_has(n->approved_routes, n->n_approved_routes, r) &&
+            (policy_prefix_parse(r, &p) != 0 || !policy_engine_auto_approves(c->engine, n->id, &p)))
+            continue;
+        if ((op->routes[op->n_routes++] = strdup(r)) == NULL)
+            goto err;
+    }
+    if (cluster_submit(c->opt.cluster, cmd, on_auto_approved, NULL) != 0)
+        goto err;
+    return 0;
+
+err:
+    if (cmd != NULL)
+        concord__command__free_unpacked(cmd, NULL);
+    else
+        free(op);
+    LOG_ERROR("control: cannot propose auto-approved routes for node %" PRIu64, n->id);
+    return 0;
+}
+
+void ctl_policy_auto_approve(struct control *c, struct store_txn *t)
+{
+    struct cluster_status st;
+
+    cluster_status_get(c->opt.cluster, &st);
+    /* A follower keeps the sweep owed: it runs it if it becomes leader. */
+    if (c->policy == NULL || st.role != CLUSTER_ROLE_LEADER || c->is_closing)
+        return;
+    if (c->needs_auto_approve_all) {
+        c->needs_auto_approve_all = false;
+        store_node_each(t, auto_approve_node, c);
+        return;
+    }
+    for (size_t i = 0; i < c->changed_nodes.cap; i++) {
+        Concord__Node *n = NULL;
+
+        if (c->changed_nodes.keys[i] == 0 || store_node_get(t, c->changed_nodes.keys[i], &n) != 0)
+            continue;
+        auto_approve_node(&n->base, c);
+        store_record_free(n);
     }
 }
 

@@ -5,6 +5,8 @@ primary disconnects cleanly the other takes over, and the primary coming back
 does not take the route back (the election is sticky). Routes that are not
 advertised, malformed or not canonical are refused and change nothing."""
 import json
+import os
+import time
 import unittest
 
 from harness import wait_until
@@ -61,6 +63,31 @@ class RoutesTest(TailnetTest):
         a.cli("up")
         self.wait_peer(viewer, "rt-a")
         self.assertEqual(self.primary_of(viewer), ["rt-b"])
+
+    def test_auto_approvers_approve_advertised_routes(self):
+        leader = self.cluster.leader()
+        policy = os.path.join(self.workdir, "routes-policy.hujson")
+        with open(policy, "w") as f:
+            json.dump({
+                "tagOwners": {"tag:router": ["alice@"]},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+                "autoApprovers": {"routes": {"10.88.0.0/16": ["tag:router"]}},
+            }, f)
+        leader.cli("policy", "set", "-f", policy)
+        try:
+            key = self.new_key(leader, "--reusable", "--tags", "tag:router")
+            router = self.client("rt-auto")
+            router.up(login_server(self.cluster[2]), key,
+                      extra=("--advertise-routes=10.88.1.0/24,10.99.0.0/24",))
+            # The policy approves the first (inside 10.88.0.0/16), not the second.
+            wait_until(lambda: self.node("rt-auto")["approvedRoutes"] == ["10.88.1.0/24"], 20,
+                       "rt-auto's route to be auto-approved")
+            time.sleep(1)
+            self.assertEqual(self.node("rt-auto")["approvedRoutes"], ["10.88.1.0/24"])
+        finally:
+            with open(policy, "w") as f:
+                f.write('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}')
+            leader.cli("policy", "set", "-f", policy)
 
     def test_bad_routes_are_refused_and_change_nothing(self):
         leader = self.cluster.leader()
