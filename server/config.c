@@ -321,6 +321,10 @@ static const struct cfg_row rows[] = {
     {"control.keepalive_interval", CFG_DURATION, OFF(control.keepalive_interval_ms), TEXT, "50s",
      SECOND_MS, 110 * SECOND_MS, NULL, NULL,
      "interval of keep-alives on a client's map stream (the client gives up after 120s)"},
+    {"control.liveness_interval", CFG_DURATION, OFF(control.liveness_interval_ms), TEXT, "2s", 0,
+     60 * SECOND_MS, NULL, NULL,
+     "liveness: a client connection quiet this long gets an HTTP/2 PING and is dropped (its node "
+     "offline) if nothing comes back within as long again; 0 turns it off"},
     {"control.pending_registration_ttl", CFG_DURATION, OFF(control.pending_registration_ttl_ms),
      TEXT, "15m", 10 * SECOND_MS, 24 * HOUR_MS, NULL, NULL,
      "how long an interactive registration waits for an operator's approval"},

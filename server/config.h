@@ -104,6 +104,7 @@ struct config {
     } derp;
     struct {
         uint64_t keepalive_interval_ms;
+        uint64_t liveness_interval_ms;
         uint64_t pending_registration_ttl_ms;
     } control;
     struct {

@@ -557,6 +557,7 @@ static int replica_start_control(struct replica *r)
             },
         .ephemeral_inactivity_ms = cfg->ephemeral_node_inactivity_timeout_ms,
         .keepalive_ms = cfg->control.keepalive_interval_ms,
+        .ping_interval_ms = cfg->control.liveness_interval_ms,
         .registration_ttl_ms = cfg->control.pending_registration_ttl_ms,
     };
     char errmsg[256] = "";

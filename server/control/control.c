@@ -128,6 +128,7 @@ static void conn_on_read(void *arg, const uint8_t *data, size_t len)
 
     if (conn->is_dead)
         return;
+    conn->last_read_ms = uv_now(conn->ctl->opt.loop);
     rv = noise_reader_feed(&conn->reader, data, len, conn_on_plain, conn);
     if (rv != 0) {
         const char *why = rv > 0 ? noise_strerror(rv) : "HTTP/2 protocol error";
@@ -138,6 +139,36 @@ static void conn_on_read(void *arg, const uint8_t *data, size_t len)
     }
     if (h2_session_is_done(conn->h2))
         ctl_conn_close(conn, "HTTP/2 session done");
+}
+
+/* Liveness, on its own timer (never behind map building): a connection
+ * that has been quiet for an interval gets a PING; one that stays quiet for
+ * another interval after its PING is gone (a vanished client, a frozen
+ * process, a cut link: nothing ever sends a FIN), and its map sessions end,
+ * which marks the node offline cluster-wide. */
+static void on_ping_timer(uv_timer_t *t)
+{
+    struct control *c = t->data;
+    uint64_t now = uv_now(c->opt.loop);
+    uint64_t interval = c->opt.ping_interval_ms;
+
+    for (struct ctl_conn *conn = c->conns, *next; conn != NULL; conn = next) {
+        next = conn->next;
+        if (conn->ping_sent_ms != 0 && conn->last_read_ms < conn->ping_sent_ms &&
+            now - conn->ping_sent_ms >= interval) {
+            LOG_INFO("control: %s: no answer to a PING within %" PRIu64
+                     " ms: dropping the connection",
+                     conn->peer, interval);
+            ctl_conn_close(conn, "liveness PING unanswered");
+            continue;
+        }
+        if (now - conn->last_read_ms < interval ||
+            (conn->ping_sent_ms != 0 && conn->last_read_ms < conn->ping_sent_ms))
+            continue;
+        conn->ping_sent_ms = now;
+        if (h2_session_ping(conn->h2) != 0)
+            ctl_conn_close(conn, "cannot send a liveness PING");
+    }
 }
 
 static void conn_on_raw_close(void *arg, const char *reason)
@@ -287,6 +318,7 @@ static void handle_upgrade(struct control *c, struct net_http_request *req)
     noise_reader_init(&conn->reader, &conn->noise);
     conn->ctl = c;
     conn->id = c->next_conn_id++;
+    conn->last_read_ms = uv_now(c->opt.loop);
     snprintf(conn->peer, sizeof conn->peer, "%s", req->peer);
     conn_push(&c->conns, conn);
     c->n_conns++;
@@ -537,11 +569,16 @@ int control_new(const struct control_options *opts, struct control **out, char *
     uv_timer_init(opts->loop, &c->update_timer);
     uv_timer_init(opts->loop, &c->delta_timer);
     uv_timer_init(opts->loop, &c->gc_timer);
+    uv_timer_init(opts->loop, &c->ping_timer);
     c->reaper.data = c;
     c->update_timer.data = c;
     c->delta_timer.data = c;
     c->gc_timer.data = c;
-    c->open_handles = 4;
+    c->ping_timer.data = c;
+    c->open_handles = 5;
+    if (c->opt.ping_interval_ms > 0)
+        uv_timer_start(&c->ping_timer, on_ping_timer, c->opt.ping_interval_ms / 4,
+                       c->opt.ping_interval_ms / 4);
     uv_timer_start(&c->gc_timer, on_gc_timer, c->is_key_recorded ? GC_INTERVAL_MS : KEY_RETRY_MS,
                    GC_INTERVAL_MS);
     *out = c;
@@ -585,6 +622,7 @@ void control_close(struct control *c)
     uv_close((uv_handle_t *)&c->update_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->delta_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->gc_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->ping_timer, on_handle_closed);
 }
 
 void control_applied(void *arg, uint64_t index, const Concord__Command *cmd,

@@ -54,6 +54,11 @@ struct control_options {
     uint64_t ephemeral_inactivity_ms;
     uint64_t keepalive_ms;
     uint64_t registration_ttl_ms;
+    /* Liveness: every connection is sent an HTTP/2 PING each interval and
+     * dropped when nothing (the PING's ACK or anything else) has come back
+     * after another interval, so a client that vanished without a FIN is
+     * noticed within two intervals. 0: off. */
+    uint64_t ping_interval_ms;
 };
 
 struct control;

@@ -49,6 +49,8 @@ struct ctl_conn {
     bool is_dead;
     uint64_t id;
     char peer[64];
+    uint64_t last_read_ms; /* uv_now of the last bytes from the client */
+    uint64_t ping_sent_ms; /* uv_now of the last liveness PING; 0: none */
 };
 
 /* The user pointer of an HTTP/2 stream is a request or a map session; both
@@ -148,6 +150,7 @@ struct control {
     bool needs_auto_approve_all; /* the policy changed: every node's routes */
     uv_timer_t delta_timer;
     uv_timer_t gc_timer;
+    uv_timer_t ping_timer; /* liveness PINGs (opt.ping_interval_ms) */
     bool is_key_recorded;
     bool are_stale_sessions_closed;
     int64_t started_unix_ms;

@@ -6,6 +6,7 @@ does not take the route back (the election is sticky). Routes that are not
 advertised, malformed or not canonical are refused and change nothing."""
 import json
 import os
+import signal
 import time
 import unittest
 
@@ -63,6 +64,38 @@ class RoutesTest(TailnetTest):
         a.cli("up")
         self.wait_peer(viewer, "rt-a")
         self.assertEqual(self.primary_of(viewer), ["rt-b"])
+
+    def test_frozen_primary_fails_over_within_seconds(self):
+        """A primary whose process freezes (SIGSTOP: no FIN, no RST, the socket
+        stays open) is noticed by the liveness PINGs and loses the route."""
+        leader = self.cluster.leader()
+        prefix = "10.78.0.0/24"
+        routers = []
+        for name, replica in (("fz-a", self.cluster[1]), ("fz-b", self.cluster[2])):
+            c = self.client(name)
+            c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + prefix,))
+            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
+                       "%s's advertised route to be recorded" % name)
+            leader.cli("nodes", "approve-routes", "-i", self.node_id(name), "-r", prefix)
+            routers.append(c)
+        viewer = self.client("fz-viewer")
+        viewer.up(login_server(self.cluster[3]), self.auth_key)
+
+        def primaries():
+            return sorted(h for h, p in viewer.peers().items()
+                          if prefix in (p.get("PrimaryRoutes") or []))
+        wait_until(lambda: primaries() == ["fz-a"], 20, "fz-a to be the primary")
+        routers[0].proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            wait_until(lambda: primaries() == ["fz-b"], 20, "fz-b to take over from frozen fz-a")
+            print("frozen primary to failover seen by a client: %.1fs" % (time.monotonic() - start))
+            self.wait_peer(viewer, "fz-a", pred=lambda p: not p.get("Online"), what="offline")
+        finally:
+            routers[0].proc.send_signal(signal.SIGCONT)
+        # Thawed, it reconnects; the route stays with fz-b.
+        self.wait_peer(viewer, "fz-a")
+        self.assertEqual(primaries(), ["fz-b"])
 
     def test_auto_approvers_approve_advertised_routes(self):
         leader = self.cluster.leader()
