@@ -1170,6 +1170,9 @@ int cluster_fsm_execute(struct store_txn *t, const Concord__Command *cmd, uint64
         return set_node_tags(&x);
     case CONCORD__COMMAND__OP_SET_NODE_ROUTES:
         return set_node_routes(&x);
+    case CONCORD__COMMAND__OP_REPLICA_HEARTBEAT:
+        exec_succeed(&x, x.cmd->replica_heartbeat->id);
+        return 0;
     case CONCORD__COMMAND__OP_SET_POLICY:
         return set_policy(&x);
     case CONCORD__COMMAND__OP_UPSERT_REPLICA:

@@ -520,6 +520,7 @@ static void control_release(struct control *c)
     jw_free(&c->scratch);
     ctl_idmap_free(&c->changed_nodes);
     ctl_idmap_free(&c->changed_users);
+    ctl_idmap_free(&c->replica_heard);
     free(c->server_url);
     ctl_derpmap_free(c);
     ctl_policy_free(c);
@@ -575,7 +576,8 @@ int control_new(const struct control_options *opts, struct control **out, char *
     c->delta_timer.data = c;
     c->gc_timer.data = c;
     c->ping_timer.data = c;
-    c->open_handles = 5;
+    c->open_handles = 6;
+    ctl_presence_start(c);
     if (c->opt.ping_interval_ms > 0)
         uv_timer_start(&c->ping_timer, on_ping_timer, c->opt.ping_interval_ms / 4,
                        c->opt.ping_interval_ms / 4);
@@ -623,6 +625,7 @@ void control_close(struct control *c)
     uv_close((uv_handle_t *)&c->delta_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->gc_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->ping_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->presence_timer, on_handle_closed);
 }
 
 void control_applied(void *arg, uint64_t index, const Concord__Command *cmd,
@@ -636,6 +639,7 @@ void control_applied(void *arg, uint64_t index, const Concord__Command *cmd,
     if (cmd->op_case == CONCORD__COMMAND__OP_APPROVE_REGISTRATION &&
         result->code == CLUSTER_RESULT_OK)
         ctl_followups_wake(c, cmd->approve_registration->auth_id);
+    ctl_presence_applied(c, cmd);
     ctl_map_note_applied(c, cmd, result);
 }
 

@@ -150,7 +150,10 @@ struct control {
     bool needs_auto_approve_all; /* the policy changed: every node's routes */
     uv_timer_t delta_timer;
     uv_timer_t gc_timer;
-    uv_timer_t ping_timer; /* liveness PINGs (opt.ping_interval_ms) */
+    uv_timer_t ping_timer;          /* liveness PINGs (opt.ping_interval_ms) */
+    uv_timer_t presence_timer;      /* heartbeats; on the leader, silent replicas */
+    struct ctl_idmap replica_heard; /* replica id -> uv_now its heartbeat applied */
+    uint64_t leader_since_ms;       /* uv_now this replica saw itself leader; 0: not */
     bool is_key_recorded;
     bool are_stale_sessions_closed;
     int64_t started_unix_ms;
@@ -210,6 +213,13 @@ void ctl_policy_sync(struct control *c, struct store_txn *t);
  * route the policy approves for the nodes that changed this round (every
  * node after a policy change). Call after ctl_policy_sync. */
 void ctl_policy_auto_approve(struct control *c, struct store_txn *t);
+/* ---- presence.c ---- */
+
+/* Starts the heartbeat timer (one more handle for control_close). */
+void ctl_presence_start(struct control *c);
+/* Every applied command: the leader notes replicas' heartbeats. */
+void ctl_presence_applied(struct control *c, const Concord__Command *cmd);
+
 char *ctl_policy_filter_json(struct control *c, uint64_t node_id);
 char *ctl_policy_ssh_json(struct control *c, uint64_t node_id);
 char *ctl_policy_capmap_json(struct control *c, uint64_t node_id);

@@ -97,6 +97,41 @@ class RoutesTest(TailnetTest):
         self.wait_peer(viewer, "fz-a")
         self.assertEqual(primaries(), ["fz-b"])
 
+    def test_router_of_a_crashed_replica_goes_offline_and_fails_over(self):
+        """The replica holding the primary router's session dies (SIGKILL:
+        it closes nothing); the leader expires that replica's sessions once
+        its heartbeats stop, so the router, which cannot reach another
+        replica here, goes offline and the other router takes the route."""
+        prefix = "10.79.0.0/24"
+        names = (("cr-a", self.cluster[1]), ("cr-b", self.cluster[2]))
+        for name, replica in names:
+            c = self.client(name)
+            c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + prefix,))
+            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
+                       "%s's advertised route to be recorded" % name)
+            self.cluster.leader().cli("nodes", "approve-routes", "-i", self.node_id(name),
+                                      "-r", prefix)
+        viewer = self.client("cr-viewer")
+        viewer.up(login_server(self.cluster[3]), self.auth_key)
+
+        def primaries():
+            return sorted(h for h, p in viewer.peers().items()
+                          if prefix in (p.get("PrimaryRoutes") or []))
+        wait_until(lambda: primaries() == ["cr-a"], 20, "cr-a to be the primary")
+        self.cluster[1].kill()
+        try:
+            start = time.monotonic()
+            wait_until(lambda: primaries() == ["cr-b"], 30,
+                       "cr-b to take over from cr-a, whose replica died")
+            print("replica crash to failover seen by a client: %.1fs" % (time.monotonic() - start))
+        finally:
+            self.cluster[1].start()
+            self.cluster.wait_leader()
+            self.cluster.wait_converged()
+        # cr-a comes back through its restarted replica; the route stays.
+        self.wait_peer(viewer, "cr-a", timeout=60)
+        self.assertEqual(primaries(), ["cr-b"])
+
     def test_auto_approvers_approve_advertised_routes(self):
         leader = self.cluster.leader()
         policy = os.path.join(self.workdir, "routes-policy.hujson")
