@@ -97,6 +97,41 @@ class RoutesTest(TailnetTest):
         self.wait_peer(viewer, "fz-a")
         self.assertEqual(primaries(), ["fz-b"])
 
+    def test_killed_router_and_exit_node_fail_over_and_show_offline(self):
+        """SIGKILL of a router that is also an exit node: the kernel closes its
+        connection, its session ends, the subnet route moves to the other
+        router and the exit node shows offline."""
+        prefix = "10.80.0.0/24"
+        leader = self.cluster.leader()
+        routers = []
+        for name, replica, extra in (
+                ("kl-a", self.cluster[1], ("--advertise-routes=" + prefix,
+                                           "--advertise-exit-node")),
+                ("kl-b", self.cluster[2], ("--advertise-routes=" + prefix,))):
+            c = self.client(name)
+            c.up(login_server(replica), self.auth_key, extra=extra)
+            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
+                       "%s's advertised routes to be recorded" % name)
+            routes = [r for r in self.node(name)["availableRoutes"]]
+            leader.cli("nodes", "approve-routes", "-i", self.node_id(name), "-r", ",".join(routes))
+            routers.append(c)
+        viewer = self.client("kl-viewer")
+        viewer.up(login_server(self.cluster[3]), self.auth_key)
+
+        def primaries():
+            return sorted(h for h, p in viewer.peers().items()
+                          if prefix in (p.get("PrimaryRoutes") or []))
+        wait_until(lambda: primaries() == ["kl-a"], 20, "kl-a to be the primary")
+        self.wait_peer(viewer, "kl-a", pred=lambda p: p.get("Online") and p.get("ExitNodeOption"),
+                       what="online as an exit node")
+        routers[0].proc.kill()
+        routers[0].proc.wait()
+        start = time.monotonic()
+        wait_until(lambda: primaries() == ["kl-b"], 20, "kl-b to take over from killed kl-a")
+        self.wait_peer(viewer, "kl-a", pred=lambda p: not p.get("Online"), what="offline")
+        print("killed router and exit node, failover and offline seen by a client: %.1fs"
+              % (time.monotonic() - start))
+
     def test_router_of_a_crashed_replica_goes_offline_and_fails_over(self):
         """The replica holding the primary router's session dies (SIGKILL:
         it closes nothing); the leader expires that replica's sessions once
