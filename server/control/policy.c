@@ -52,7 +52,7 @@ static size_t prefixes_parse(char **texts, size_t n, struct policy_prefix *out, 
     return k;
 }
 
-static void node_input_of(const Concord__Node *n, bool is_online, struct node_input *in)
+static void node_input_of(const Concord__Node *n, int64_t online_since_ms, struct node_input *in)
 {
     struct policy_node *pn = &in->pn;
     size_t n_tags = n->n_tags < 64 ? n->n_tags : 64;
@@ -78,7 +78,10 @@ static void node_input_of(const Concord__Node *n, bool is_online, struct node_in
     pn->n_approved_routes =
         prefixes_parse(n->approved_routes, n->n_approved_routes, in->approved, n->id);
     /* Presence matters to the policy only for routers (primary election). */
-    pn->online = pn->n_approved_routes > 0 && is_online;
+    if (pn->n_approved_routes > 0) {
+        pn->online = online_since_ms != 0;
+        pn->online_since_ms = online_since_ms;
+    }
 }
 
 static void hash_str(crypto_generichash_state *st, const char *s)
@@ -116,6 +119,8 @@ static uint64_t node_input_hash(const struct node_input *in)
     crypto_generichash_update(&st, (const unsigned char *)pn->approved_routes,
                               pn->n_approved_routes * sizeof *pn->approved_routes);
     crypto_generichash_update(&st, (const unsigned char *)&pn->online, 1);
+    crypto_generichash_update(&st, (const unsigned char *)&pn->online_since_ms,
+                              sizeof pn->online_since_ms);
     crypto_generichash_final(&st, (unsigned char *)&h, sizeof h);
     return h != 0 ? h : 1;
 }
@@ -144,7 +149,7 @@ static int node_sync(struct control *c, struct store_txn *t, uint64_t id)
         store_record_free(n);
         return -1;
     }
-    node_input_of(n, ctl_node_is_online(t, id), in);
+    node_input_of(n, ctl_node_online_since(t, id), in);
     h = node_input_hash(in);
     rv = 0;
     if (!ctl_idmap_get(&c->policy_nodes, id, &old) || old != h) {
@@ -304,7 +309,7 @@ static int check_add_node(const ProtobufCMessage *record, void *arg)
     }
     /* Presence does not matter to a check: tests see every router online,
      * as Tailscale evaluates them. */
-    node_input_of(n, true, in);
+    node_input_of(n, 1, in);
     cw->rv = policy_engine_node_put(cw->e, &in->pn);
     free(in);
     return cw->rv != 0;

@@ -91,6 +91,9 @@ struct policy_node {
     const struct policy_prefix *approved_routes; /* by an operator or autoApprovers */
     size_t n_approved_routes;
     bool online; /* for primary-route election */
+    /* Since when it has been online without a break (when its oldest open
+     * map session opened, a replicated time); 0: unknown. */
+    int64_t online_since_ms;
 };
 
 /* ---- the engine ---- */
@@ -158,6 +161,7 @@ bool policy_engine_auto_approves(struct policy_engine *e, uint64_t node_id,
 struct policy_router {
     uint64_t node_id;
     bool online;
+    int64_t online_since_ms;            /* 0: unknown */
     const struct policy_prefix *routes; /* served: approved ∩ advertised */
     size_t n_routes;
 };
@@ -166,14 +170,18 @@ struct policy_primary {
     struct policy_prefix prefix;
     uint64_t node_id;
 };
-/* For each non-exit prefix served by some router, its primary: the previous
- * primary (from previous[], which may be NULL) while it is online and still
- * serves the prefix; otherwise the online router with the lowest node id; 0
- * when no router serving it is online. Exit routes (/0) have no primary:
- * every approved exit node serves them. *out is allocated (free()) with one
- * entry per prefix, sorted by prefix. Returns the count or POLICY_ENOMEM. */
+/* For each non-exit prefix served by some router, its primary: the online
+ * router serving it that has been online the longest (smallest
+ * online_since_ms), the lowest node id among equals (ids grow with
+ * registration, so that is the earliest registered, as Tailscale elects); 0
+ * when no router serving it is online. A function of the replicated state
+ * only, so every replica elects the same primary without a history of its
+ * own, and sticky: a primary stays while it is online, and a router coming
+ * back online is the youngest, so it never takes the route back. Exit
+ * routes (/0) have no primary: every approved exit node serves them. *out
+ * is allocated (free()) with one entry per prefix, sorted by prefix.
+ * Returns the count or POLICY_ENOMEM. */
 int policy_elect_primaries(const struct policy_router *routers, size_t n_routers,
-                           const struct policy_primary *previous, size_t n_previous,
                            struct policy_primary **out);
 
 #endif

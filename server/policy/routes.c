@@ -33,7 +33,7 @@ static int routers_collect(const struct policy_engine *e, struct policy_router *
             free(served);
             continue;
         }
-        routers[n++] = (struct policy_router){pn->id, pn->online, served, k};
+        routers[n++] = (struct policy_router){pn->id, pn->online, pn->online_since_ms, served, k};
     }
     *out = routers;
     *n_out = n;
@@ -49,7 +49,7 @@ int routes_elect(struct policy_engine *e)
 
     if (routers_collect(e, &routers, &n_routers) != 0)
         return POLICY_ENOMEM;
-    n = policy_elect_primaries(routers, n_routers, e->primaries, e->n_primaries, &primaries);
+    n = policy_elect_primaries(routers, n_routers, &primaries);
     for (size_t i = 0; i < n_routers; i++)
         free((struct policy_prefix *)routers[i].routes);
     free(routers);
@@ -100,8 +100,15 @@ static bool router_serves(const struct policy_router *r, const struct policy_pre
     return prefix_listed(p, r->routes, r->n_routes);
 }
 
+/* Is a a better primary than b: online longer, or as long with a lower id? */
+static bool router_precedes(const struct policy_router *a, const struct policy_router *b)
+{
+    if (a->online_since_ms != b->online_since_ms)
+        return a->online_since_ms < b->online_since_ms;
+    return a->node_id < b->node_id;
+}
+
 int policy_elect_primaries(const struct policy_router *routers, size_t n_routers,
-                           const struct policy_primary *previous, size_t n_previous,
                            struct policy_primary **out)
 {
     struct policy_primary *list;
@@ -127,25 +134,15 @@ int policy_elect_primaries(const struct policy_router *routers, size_t n_routers
     qsort(list, n, sizeof *list, primary_cmp);
     for (size_t k = 0; k < n; k++) {
         const struct policy_prefix *p = &list[k].prefix;
-        uint64_t sticky = 0, lowest = 0;
+        const struct policy_router *best = NULL;
 
-        for (size_t i = 0; i < n_previous; i++)
-            if (prefix_equal(&previous[i].prefix, p))
-                sticky = previous[i].node_id;
         for (size_t i = 0; i < n_routers; i++) {
             const struct policy_router *r = &routers[i];
 
-            if (!r->online || !router_serves(r, p))
-                continue;
-            if (r->node_id == sticky)
-                break;
-            if (lowest == 0 || r->node_id < lowest)
-                lowest = r->node_id;
+            if (r->online && router_serves(r, p) && (best == NULL || router_precedes(r, best)))
+                best = r;
         }
-        list[k].node_id = lowest;
-        for (size_t i = 0; i < n_routers && sticky != 0; i++)
-            if (routers[i].node_id == sticky && routers[i].online && router_serves(&routers[i], p))
-                list[k].node_id = sticky;
+        list[k].node_id = best != NULL ? best->node_id : 0;
     }
     *out = list;
     return (int)n;

@@ -35,6 +35,7 @@ enum {
 struct fixture {
     struct policy_engine *e;
     struct policy *p;
+    int64_t online_since_ms; /* what node_put gives nodes it puts online */
     struct policy_prefix subnet;
     struct policy_prefix exit[2];
 };
@@ -53,6 +54,7 @@ static void node_put(struct fixture *f, uint64_t id, bool online)
         .ipv4 = {100, 64, 0, (uint8_t)id},
         .ipv6 = {0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, [15] = (uint8_t)id},
         .online = online,
+        .online_since_ms = online ? f->online_since_ms : 0,
     };
 
     switch (id) {
@@ -93,6 +95,7 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof *f);
 
     assert_non_null(f);
+    f->online_since_ms = 1000;
     assert_int_equal(policy_prefix_parse("10.33.0.0/16", &f->subnet), 0);
     assert_int_equal(policy_prefix_parse("0.0.0.0/0", &f->exit[0]), 0);
     assert_int_equal(policy_prefix_parse("::/0", &f->exit[1]), 0);
@@ -287,34 +290,41 @@ static void primary_routes_follow_the_election(void **state)
                 "[\"100.64.0.7/32\",\"fd7a:115c:a1e0::7/128\",\"0.0.0.0/0\",\"::/0\"]");
     assert_json(policy_engine_primary_routes(f->e, EXIT, EXIT), "[]");
 
-    /* A goes offline: B takes over, and keeps the route when A returns. */
+    /* A goes offline: B takes over, and keeps the route when A returns
+     * (A has been online for less time than B now). */
     node_put(f, ROUTER_A, false);
     assert_json(policy_engine_primary_routes(f->e, ROUTER_B, ROUTER_B), "[\"10.33.0.0/16\"]");
     assert_json(policy_engine_allowed_ips(f->e, ROUTER_A, ROUTER_A),
                 "[\"100.64.0.5/32\",\"fd7a:115c:a1e0::5/128\"]");
+    f->online_since_ms = 2000;
     node_put(f, ROUTER_A, true);
     assert_json(policy_engine_primary_routes(f->e, ROUTER_B, ROUTER_B), "[\"10.33.0.0/16\"]");
     assert_json(policy_engine_primary_routes(f->e, ROUTER_A, ROUTER_A), "[]");
 }
 
-static void election_is_pure_and_sticky(void **state)
+/* The router online the longest wins, the lowest id among equals; nobody
+ * when none is online. */
+static void election_prefers_the_longest_online(void **state)
 {
     struct policy_prefix p;
-    struct policy_router routers[2] = {{5, true, &p, 1}, {9, true, &p, 1}};
-    struct policy_primary previous = {.node_id = 9};
+    struct policy_router routers[2] = {{5, true, 100, &p, 1}, {9, true, 50, &p, 1}};
     struct policy_primary *out = NULL;
 
     (void)state;
     assert_int_equal(policy_prefix_parse("192.168.1.0/24", &p), 0);
-    previous.prefix = p;
-    assert_int_equal(policy_elect_primaries(routers, 2, NULL, 0, &out), 1);
-    assert_int_equal(out[0].node_id, 5);
-    free(out);
-    assert_int_equal(policy_elect_primaries(routers, 2, &previous, 1, &out), 1);
+    assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
     assert_int_equal(out[0].node_id, 9);
     free(out);
-    routers[0].online = routers[1].online = false;
-    assert_int_equal(policy_elect_primaries(routers, 2, &previous, 1, &out), 1);
+    routers[1].online_since_ms = 100;
+    assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
+    assert_int_equal(out[0].node_id, 5);
+    free(out);
+    routers[0].online = false;
+    assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
+    assert_int_equal(out[0].node_id, 9);
+    free(out);
+    routers[1].online = false;
+    assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
     assert_int_equal(out[0].node_id, 0);
     free(out);
 }
@@ -368,6 +378,7 @@ struct sim_node {
     uint8_t host;
     bool routes;
     bool online;
+    int64_t since; /* online since */
 };
 
 static const char *const sim_tags[][1] = {{"tag:server"}, {"tag:router"}, {"tag:exit"}};
@@ -384,6 +395,7 @@ static void sim_put(struct policy_engine *e, uint64_t id, const struct sim_node 
         .has_ipv4 = true,
         .ipv4 = {100, 64, 1, s->host},
         .online = s->online,
+        .online_since_ms = s->online ? s->since : 0,
     };
 
     if (s->routes) {
@@ -391,30 +403,6 @@ static void sim_put(struct policy_engine *e, uint64_t id, const struct sim_node 
         n.n_advertised_routes = n.n_approved_routes = 1;
     }
     assert_int_equal(policy_engine_node_put(e, &n), 0);
-}
-
-/* AllowedIPs of p as v sees them in e, without the routes p is primary
- * for: which router is primary depends on history (the election is
- * sticky), which an engine built from scratch does not have. */
-static json_t *allowed_ips_sans_primary(struct policy_engine *e, uint64_t v, uint64_t p)
-{
-    json_t *all = policy_engine_allowed_ips(e, v, p);
-    json_t *primary = policy_engine_primary_routes(e, v, p);
-    json_t *out = json_array();
-    size_t i, j;
-    json_t *a, *b;
-
-    json_array_foreach(all, i, a)
-    {
-        bool is_primary = false;
-
-        json_array_foreach(primary, j, b) is_primary |= json_equal(a, b);
-        if (!is_primary)
-            json_array_append(out, a);
-    }
-    json_decref(all);
-    json_decref(primary);
-    return out;
 }
 
 /* Every answer of a and b agrees for the present nodes. */
@@ -438,8 +426,8 @@ static void assert_engines_agree(struct policy_engine *a, struct policy_engine *
         for (uint64_t p = 1; p <= n; p++) {
             if (!nodes[p - 1].present)
                 continue;
-            json_t *ra = allowed_ips_sans_primary(a, v, p);
-            json_t *rb = allowed_ips_sans_primary(b, v, p);
+            json_t *ra = policy_engine_allowed_ips(a, v, p);
+            json_t *rb = policy_engine_allowed_ips(b, v, p);
 
             assert_int_equal(policy_engine_visible(a, v, p), policy_engine_visible(b, v, p));
             assert_true(json_equal(ra, rb));
@@ -491,6 +479,7 @@ static void incremental_answers_match_a_fresh_engine(void **state)
                 .host = (uint8_t)(1 + (seed >> 16) % 40),
                 .routes = (seed >> 24) % 3 == 0,
                 .online = (seed >> 26) % 4 != 0,
+                .since = (seed >> 28) % 3,
             };
             if (nodes[i].tag < 0)
                 nodes[i].tag = -1;
@@ -573,7 +562,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(self_pairs_each_users_own_devices, setup, teardown),
         cmocka_unit_test_setup_teardown(app_grant_becomes_a_capability_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(primary_routes_follow_the_election, setup, teardown),
-        cmocka_unit_test(election_is_pure_and_sticky),
+        cmocka_unit_test(election_prefers_the_longest_online),
         cmocka_unit_test_setup_teardown(a_change_recomputes_only_what_it_touches, setup, teardown),
         cmocka_unit_test_setup_teardown(incremental_answers_match_a_fresh_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(check_runs_the_tests, setup, teardown),
