@@ -444,6 +444,7 @@ out:
 int exec_open_session(struct exec *x)
 {
     const Concord__Session *s = x->cmd->open_session->session;
+    Concord__Session stored;
     Concord__Node *n = NULL;
     int rv;
 
@@ -453,7 +454,11 @@ int exec_open_session(struct exec *x)
     if (rv != 0 || n == NULL)
         return rv;
     store_record_free(n);
-    rv = store_session_put(x->t, s);
+    /* Its index orders sessions by age the same way on every replica,
+     * whatever the proposers' clocks say (primary-route election). */
+    stored = *s;
+    stored.opened_index = x->index;
+    rv = store_session_put(x->t, &stored);
     if (rv == 0)
         exec_succeed(x, s->node_id);
     return rv;

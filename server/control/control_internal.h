@@ -194,9 +194,9 @@ void ctl_close_stale_sessions(struct control *c);
 
 /* Whether node_id has a live map session on some replica. */
 bool ctl_node_is_online(struct store_txn *t, uint64_t node_id);
-/* When the oldest of node_id's live sessions opened (a replicated time:
- * every replica reads the same); 0 when it has none. */
-int64_t ctl_node_online_since(struct store_txn *t, uint64_t node_id);
+/* The Raft index at which the oldest of node_id's live sessions opened
+ * (the same on every replica); 0 when it has none. */
+uint64_t ctl_node_online_since(struct store_txn *t, uint64_t node_id);
 
 /* ---- policy.c: the policy engine, kept in step with the applied state ---- */
 enum ctl_policy_change { CTL_POLICY_DOCUMENT, CTL_POLICY_USER, CTL_POLICY_EVERYTHING };

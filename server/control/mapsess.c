@@ -74,18 +74,18 @@ bool ctl_node_is_online(struct store_txn *t, uint64_t node_id)
 static int oldest_session(const ProtobufCMessage *record, void *arg)
 {
     const Concord__Session *s = (const Concord__Session *)record;
-    int64_t *since = arg;
+    uint64_t *since = arg;
     /* 1 at least: 0 means offline. */
-    int64_t opened = s->opened_unix_ms > 0 ? s->opened_unix_ms : 1;
+    uint64_t opened = s->opened_index > 0 ? s->opened_index : 1;
 
     if (*since == 0 || opened < *since)
         *since = opened;
     return 0;
 }
 
-int64_t ctl_node_online_since(struct store_txn *t, uint64_t node_id)
+uint64_t ctl_node_online_since(struct store_txn *t, uint64_t node_id)
 {
-    int64_t since = 0;
+    uint64_t since = 0;
 
     store_session_each_of_node(t, node_id, oldest_session, &since);
     return since;

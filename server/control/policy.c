@@ -52,7 +52,7 @@ static size_t prefixes_parse(char **texts, size_t n, struct policy_prefix *out, 
     return k;
 }
 
-static void node_input_of(const Concord__Node *n, int64_t online_since_ms, struct node_input *in)
+static void node_input_of(const Concord__Node *n, uint64_t online_since, struct node_input *in)
 {
     struct policy_node *pn = &in->pn;
     size_t n_tags = n->n_tags < 64 ? n->n_tags : 64;
@@ -79,8 +79,8 @@ static void node_input_of(const Concord__Node *n, int64_t online_since_ms, struc
         prefixes_parse(n->approved_routes, n->n_approved_routes, in->approved, n->id);
     /* Presence matters to the policy only for routers (primary election). */
     if (pn->n_approved_routes > 0) {
-        pn->online = online_since_ms != 0;
-        pn->online_since_ms = online_since_ms;
+        pn->online = online_since != 0;
+        pn->online_since = online_since;
     }
 }
 
@@ -119,8 +119,8 @@ static uint64_t node_input_hash(const struct node_input *in)
     crypto_generichash_update(&st, (const unsigned char *)pn->approved_routes,
                               pn->n_approved_routes * sizeof *pn->approved_routes);
     crypto_generichash_update(&st, (const unsigned char *)&pn->online, 1);
-    crypto_generichash_update(&st, (const unsigned char *)&pn->online_since_ms,
-                              sizeof pn->online_since_ms);
+    crypto_generichash_update(&st, (const unsigned char *)&pn->online_since,
+                              sizeof pn->online_since);
     crypto_generichash_final(&st, (unsigned char *)&h, sizeof h);
     return h != 0 ? h : 1;
 }

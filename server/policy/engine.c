@@ -300,7 +300,7 @@ static int node_input_copy(const struct policy_node *in, struct policy_node *out
 
 static bool routes_differ(const struct policy_node *a, const struct policy_node *b)
 {
-    return a->online != b->online || a->online_since_ms != b->online_since_ms ||
+    return a->online != b->online || a->online_since != b->online_since ||
            a->n_approved_routes != b->n_approved_routes ||
            a->n_advertised_routes != b->n_advertised_routes ||
            memcmp(a->approved_routes, b->approved_routes,

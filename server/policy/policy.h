@@ -91,9 +91,10 @@ struct policy_node {
     const struct policy_prefix *approved_routes; /* by an operator or autoApprovers */
     size_t n_approved_routes;
     bool online; /* for primary-route election */
-    /* Since when it has been online without a break (when its oldest open
-     * map session opened, a replicated time); 0: unknown. */
-    int64_t online_since_ms;
+    /* How long it has been online without a break, as an ordering: smaller
+     * is longer (concord gives the Raft index at which its oldest open map
+     * session opened, the same on every replica); 0: unknown. */
+    uint64_t online_since;
 };
 
 /* ---- the engine ---- */
@@ -161,7 +162,7 @@ bool policy_engine_auto_approves(struct policy_engine *e, uint64_t node_id,
 struct policy_router {
     uint64_t node_id;
     bool online;
-    int64_t online_since_ms;            /* 0: unknown */
+    uint64_t online_since;              /* as in struct policy_node */
     const struct policy_prefix *routes; /* served: approved ∩ advertised */
     size_t n_routes;
 };
@@ -172,7 +173,7 @@ struct policy_primary {
 };
 /* For each non-exit prefix served by some router, its primary: the online
  * router serving it that has been online the longest (smallest
- * online_since_ms), the lowest node id among equals (ids grow with
+ * online_since), the lowest node id among equals (ids grow with
  * registration, so that is the earliest registered, as Tailscale elects); 0
  * when no router serving it is online. A function of the replicated state
  * only, so every replica elects the same primary without a history of its

@@ -33,7 +33,7 @@ static int routers_collect(const struct policy_engine *e, struct policy_router *
             free(served);
             continue;
         }
-        routers[n++] = (struct policy_router){pn->id, pn->online, pn->online_since_ms, served, k};
+        routers[n++] = (struct policy_router){pn->id, pn->online, pn->online_since, served, k};
     }
     *out = routers;
     *n_out = n;
@@ -103,8 +103,8 @@ static bool router_serves(const struct policy_router *r, const struct policy_pre
 /* Is a a better primary than b: online longer, or as long with a lower id? */
 static bool router_precedes(const struct policy_router *a, const struct policy_router *b)
 {
-    if (a->online_since_ms != b->online_since_ms)
-        return a->online_since_ms < b->online_since_ms;
+    if (a->online_since != b->online_since)
+        return a->online_since < b->online_since;
     return a->node_id < b->node_id;
 }
 

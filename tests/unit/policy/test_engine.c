@@ -35,7 +35,7 @@ enum {
 struct fixture {
     struct policy_engine *e;
     struct policy *p;
-    int64_t online_since_ms; /* what node_put gives nodes it puts online */
+    uint64_t online_since; /* what node_put gives nodes it puts online */
     struct policy_prefix subnet;
     struct policy_prefix exit[2];
 };
@@ -54,7 +54,7 @@ static void node_put(struct fixture *f, uint64_t id, bool online)
         .ipv4 = {100, 64, 0, (uint8_t)id},
         .ipv6 = {0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, [15] = (uint8_t)id},
         .online = online,
-        .online_since_ms = online ? f->online_since_ms : 0,
+        .online_since = online ? f->online_since : 0,
     };
 
     switch (id) {
@@ -95,7 +95,7 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof *f);
 
     assert_non_null(f);
-    f->online_since_ms = 1000;
+    f->online_since = 1000;
     assert_int_equal(policy_prefix_parse("10.33.0.0/16", &f->subnet), 0);
     assert_int_equal(policy_prefix_parse("0.0.0.0/0", &f->exit[0]), 0);
     assert_int_equal(policy_prefix_parse("::/0", &f->exit[1]), 0);
@@ -296,7 +296,7 @@ static void primary_routes_follow_the_election(void **state)
     assert_json(policy_engine_primary_routes(f->e, ROUTER_B, ROUTER_B), "[\"10.33.0.0/16\"]");
     assert_json(policy_engine_allowed_ips(f->e, ROUTER_A, ROUTER_A),
                 "[\"100.64.0.5/32\",\"fd7a:115c:a1e0::5/128\"]");
-    f->online_since_ms = 2000;
+    f->online_since = 2000;
     node_put(f, ROUTER_A, true);
     assert_json(policy_engine_primary_routes(f->e, ROUTER_B, ROUTER_B), "[\"10.33.0.0/16\"]");
     assert_json(policy_engine_primary_routes(f->e, ROUTER_A, ROUTER_A), "[]");
@@ -315,7 +315,7 @@ static void election_prefers_the_longest_online(void **state)
     assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
     assert_int_equal(out[0].node_id, 9);
     free(out);
-    routers[1].online_since_ms = 100;
+    routers[1].online_since = 100;
     assert_int_equal(policy_elect_primaries(routers, 2, &out), 1);
     assert_int_equal(out[0].node_id, 5);
     free(out);
@@ -378,7 +378,7 @@ struct sim_node {
     uint8_t host;
     bool routes;
     bool online;
-    int64_t since; /* online since */
+    uint64_t since; /* online since */
 };
 
 static const char *const sim_tags[][1] = {{"tag:server"}, {"tag:router"}, {"tag:exit"}};
@@ -395,7 +395,7 @@ static void sim_put(struct policy_engine *e, uint64_t id, const struct sim_node 
         .has_ipv4 = true,
         .ipv4 = {100, 64, 1, s->host},
         .online = s->online,
-        .online_since_ms = s->online ? s->since : 0,
+        .online_since = s->online ? s->since : 0,
     };
 
     if (s->routes) {
