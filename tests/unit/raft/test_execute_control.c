@@ -1281,6 +1281,49 @@ static void sessions_open_and_close_and_closing_records_last_seen(void **state)
     expect_fail(x, &cmd, CLUSTER_RESULT_NOTFOUND, "no such session");
 }
 
+static int collect_opened_index(const ProtobufCMessage *record, void *arg)
+{
+    const Concord__Session *s = (const Concord__Session *)record;
+    uint64_t *out = arg;
+
+    out[s->session_id] = s->opened_index;
+    return 0;
+}
+
+/* A session records the index it was opened at, whatever the proposer put
+ * there: the age order every replica agrees on. */
+static void sessions_record_the_index_they_opened_at(void **state)
+{
+    struct ctx *x = *state;
+    struct key_spec spec = {.user_id = 1};
+    uint64_t opened[8] = {0};
+    uint64_t first;
+    struct store_txn *t = NULL;
+
+    create_user(x, "alice");
+    register_with_key(x, 1, create_key(x, &spec), "one");
+    put_session(x, 1, 5);
+    first = x->index;
+    put_session(x, 1, 6);
+    assert_int_equal(store_txn_begin(x->ts.s, false, &t), 0);
+    assert_int_equal(store_session_each_of_node(t, 1, collect_opened_index, opened), 0);
+    store_txn_abort(t);
+    assert_int_equal(opened[5], first);
+    assert_int_equal(opened[6], first + 1);
+}
+
+/* A heartbeat is acknowledged and changes nothing. */
+static void replica_heartbeats_change_nothing(void **state)
+{
+    struct ctx *x = *state;
+    Concord__Command cmd;
+    Concord__ReplicaHeartbeat op = CONCORD__REPLICA_HEARTBEAT__INIT;
+
+    op.id = 2;
+    cmd_init(x, &cmd, CONCORD__COMMAND__OP_REPLICA_HEARTBEAT, &op);
+    expect_ok_unchanged(x, &cmd);
+}
+
 /* ---- SetControlSettings ---- */
 
 static void control_settings_record_the_first_key_only(void **state)
@@ -1346,6 +1389,8 @@ int test_execute_control_run(void)
         T(logout_expires_a_node_and_deletes_an_ephemeral_one),
         T(logout_refuses_another_node_key),
         T(sessions_open_and_close_and_closing_records_last_seen),
+        T(sessions_record_the_index_they_opened_at),
+        T(replica_heartbeats_change_nothing),
         T(control_settings_record_the_first_key_only),
     };
 #undef T
