@@ -17,44 +17,55 @@ PREFIX = "10.77.0.0/24"
 
 
 class RoutesTest(TailnetTest):
-    def router(self, name, replica):
+    def router(self, name, replica, prefix=PREFIX, extra=()):
+        """A client advertising prefix (and extra flags), recorded as such."""
         c = self.client(name)
-        c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + PREFIX,))
+        c.up(login_server(replica), self.auth_key,
+             extra=("--advertise-routes=" + prefix,) + tuple(extra))
         self.assertEqual(c.backend_state(), "Running")
+        wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
+                   "%s's advertised route to be recorded" % name)
+        return c
+
+    def approved_router(self, name, replica, prefix=PREFIX, extra=()):
+        """A router whose advertised routes an operator approved."""
+        c = self.router(name, replica, prefix, extra)
+        self.cluster.leader().cli("nodes", "approve-routes", "-i", self.node_id(name), "-r",
+                                  ",".join(self.node(name)["availableRoutes"]))
+        return c
+
+    def viewer(self, name):
+        c = self.client(name)
+        c.up(login_server(self.cluster[3]), self.auth_key)
         return c
 
     def node_id(self, name):
         return str(self.node(name)["id"])
 
-    def primary_of(self, viewer):
-        """The hostnames of viewer's peers that carry PREFIX as a primary route."""
+    def primary_of(self, viewer, prefix=PREFIX):
+        """The hostnames of viewer's peers that carry prefix as a primary route."""
         return sorted(h for h, p in viewer.peers().items()
-                      if PREFIX in (p.get("PrimaryRoutes") or []))
+                      if prefix in (p.get("PrimaryRoutes") or []))
 
-    def wait_primary(self, viewer, hostname, timeout=20):
-        wait_until(lambda: self.primary_of(viewer) == [hostname], timeout,
-                   "%s to see %s as the only primary of %s" % (viewer.name, hostname, PREFIX))
+    def wait_primary(self, viewer, hostname, prefix=PREFIX, timeout=20, what=None):
+        wait_until(lambda: self.primary_of(viewer, prefix) == [hostname], timeout,
+                   what or "%s to see %s as the only primary of %s"
+                   % (viewer.name, hostname, prefix))
 
     def test_one_primary_and_failover_when_it_disconnects(self):
         leader = self.cluster.leader()
         a = self.router("rt-a", self.cluster[1])
-        viewer = self.client("rt-viewer")
-        viewer.up(login_server(self.cluster[3]), self.auth_key)
-        wait_until(lambda: PREFIX in self.node("rt-a")["availableRoutes"], 20,
-                   "rt-a's advertised route to be recorded")
+        viewer = self.viewer("rt-viewer")
         # Not approved yet: advertised only, nobody routes it.
         self.assertEqual(self.primary_of(viewer), [])
         leader.cli("nodes", "approve-routes", "-i", self.node_id("rt-a"), "-r", PREFIX)
         self.wait_primary(viewer, "rt-a")
-        b = self.router("rt-b", self.cluster[2])
-        wait_until(lambda: PREFIX in self.node("rt-b")["availableRoutes"], 20,
-                   "rt-b's advertised route to be recorded")
-        leader.cli("nodes", "approve-routes", "-i", self.node_id("rt-b"), "-r", PREFIX)
+        self.approved_router("rt-b", self.cluster[2])
         routes = json.loads(leader.cli("nodes", "list-routes", "-o", "json").stdout)
         serving = dict((n["name"], n["subnetRoutes"]) for n in routes)
         self.assertEqual(serving["rt-a"], [PREFIX])
         self.assertEqual(serving["rt-b"], [PREFIX])
-        # Both serve it; the first one approved stays the one primary.
+        # Both serve it; the one online longer stays the one primary.
         self.wait_primary(viewer, "rt-a")
 
         # The primary leaves cleanly: its session closes and b takes over.
@@ -68,66 +79,38 @@ class RoutesTest(TailnetTest):
     def test_frozen_primary_fails_over_within_seconds(self):
         """A primary whose process freezes (SIGSTOP: no FIN, no RST, the socket
         stays open) is noticed by the liveness PINGs and loses the route."""
-        leader = self.cluster.leader()
         prefix = "10.78.0.0/24"
-        routers = []
-        for name, replica in (("fz-a", self.cluster[1]), ("fz-b", self.cluster[2])):
-            c = self.client(name)
-            c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + prefix,))
-            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
-                       "%s's advertised route to be recorded" % name)
-            leader.cli("nodes", "approve-routes", "-i", self.node_id(name), "-r", prefix)
-            routers.append(c)
-        viewer = self.client("fz-viewer")
-        viewer.up(login_server(self.cluster[3]), self.auth_key)
-
-        def primaries():
-            return sorted(h for h, p in viewer.peers().items()
-                          if prefix in (p.get("PrimaryRoutes") or []))
-        wait_until(lambda: primaries() == ["fz-a"], 20, "fz-a to be the primary")
-        routers[0].proc.send_signal(signal.SIGSTOP)
+        a = self.approved_router("fz-a", self.cluster[1], prefix)
+        self.approved_router("fz-b", self.cluster[2], prefix)
+        viewer = self.viewer("fz-viewer")
+        self.wait_primary(viewer, "fz-a", prefix)
+        a.proc.send_signal(signal.SIGSTOP)
         try:
             start = time.monotonic()
-            wait_until(lambda: primaries() == ["fz-b"], 20, "fz-b to take over from frozen fz-a")
+            self.wait_primary(viewer, "fz-b", prefix, what="fz-b to take over from frozen fz-a")
             print("frozen primary to failover seen by a client: %.1fs" % (time.monotonic() - start))
             self.wait_peer(viewer, "fz-a", pred=lambda p: not p.get("Online"), what="offline")
         finally:
-            routers[0].proc.send_signal(signal.SIGCONT)
+            a.proc.send_signal(signal.SIGCONT)
         # Thawed, it reconnects; the route stays with fz-b.
         self.wait_peer(viewer, "fz-a")
-        self.assertEqual(primaries(), ["fz-b"])
+        self.assertEqual(self.primary_of(viewer, prefix), ["fz-b"])
 
     def test_killed_router_and_exit_node_fail_over_and_show_offline(self):
         """SIGKILL of a router that is also an exit node: the kernel closes its
         connection, its session ends, the subnet route moves to the other
         router and the exit node shows offline."""
         prefix = "10.80.0.0/24"
-        leader = self.cluster.leader()
-        routers = []
-        for name, replica, extra in (
-                ("kl-a", self.cluster[1], ("--advertise-routes=" + prefix,
-                                           "--advertise-exit-node")),
-                ("kl-b", self.cluster[2], ("--advertise-routes=" + prefix,))):
-            c = self.client(name)
-            c.up(login_server(replica), self.auth_key, extra=extra)
-            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
-                       "%s's advertised routes to be recorded" % name)
-            routes = [r for r in self.node(name)["availableRoutes"]]
-            leader.cli("nodes", "approve-routes", "-i", self.node_id(name), "-r", ",".join(routes))
-            routers.append(c)
-        viewer = self.client("kl-viewer")
-        viewer.up(login_server(self.cluster[3]), self.auth_key)
-
-        def primaries():
-            return sorted(h for h, p in viewer.peers().items()
-                          if prefix in (p.get("PrimaryRoutes") or []))
-        wait_until(lambda: primaries() == ["kl-a"], 20, "kl-a to be the primary")
+        a = self.approved_router("kl-a", self.cluster[1], prefix, ("--advertise-exit-node",))
+        self.approved_router("kl-b", self.cluster[2], prefix)
+        viewer = self.viewer("kl-viewer")
+        self.wait_primary(viewer, "kl-a", prefix)
         self.wait_peer(viewer, "kl-a", pred=lambda p: p.get("Online") and p.get("ExitNodeOption"),
                        what="online as an exit node")
-        routers[0].proc.kill()
-        routers[0].proc.wait()
+        a.proc.kill()
+        a.proc.wait()
         start = time.monotonic()
-        wait_until(lambda: primaries() == ["kl-b"], 20, "kl-b to take over from killed kl-a")
+        self.wait_primary(viewer, "kl-b", prefix, what="kl-b to take over from killed kl-a")
         self.wait_peer(viewer, "kl-a", pred=lambda p: not p.get("Online"), what="offline")
         print("killed router and exit node, failover and offline seen by a client: %.1fs"
               % (time.monotonic() - start))
@@ -138,26 +121,15 @@ class RoutesTest(TailnetTest):
         its heartbeats stop, so the router, which cannot reach another
         replica here, goes offline and the other router takes the route."""
         prefix = "10.79.0.0/24"
-        names = (("cr-a", self.cluster[1]), ("cr-b", self.cluster[2]))
-        for name, replica in names:
-            c = self.client(name)
-            c.up(login_server(replica), self.auth_key, extra=("--advertise-routes=" + prefix,))
-            wait_until(lambda: prefix in self.node(name)["availableRoutes"], 20,
-                       "%s's advertised route to be recorded" % name)
-            self.cluster.leader().cli("nodes", "approve-routes", "-i", self.node_id(name),
-                                      "-r", prefix)
-        viewer = self.client("cr-viewer")
-        viewer.up(login_server(self.cluster[3]), self.auth_key)
-
-        def primaries():
-            return sorted(h for h, p in viewer.peers().items()
-                          if prefix in (p.get("PrimaryRoutes") or []))
-        wait_until(lambda: primaries() == ["cr-a"], 20, "cr-a to be the primary")
+        self.approved_router("cr-a", self.cluster[1], prefix)
+        self.approved_router("cr-b", self.cluster[2], prefix)
+        viewer = self.viewer("cr-viewer")
+        self.wait_primary(viewer, "cr-a", prefix)
         self.cluster[1].kill()
         try:
             start = time.monotonic()
-            wait_until(lambda: primaries() == ["cr-b"], 30,
-                       "cr-b to take over from cr-a, whose replica died")
+            self.wait_primary(viewer, "cr-b", prefix, timeout=30,
+                              what="cr-b to take over from cr-a, whose replica died")
             print("replica crash to failover seen by a client: %.1fs" % (time.monotonic() - start))
         finally:
             self.cluster[1].start()
@@ -165,7 +137,7 @@ class RoutesTest(TailnetTest):
             self.cluster.wait_converged()
         # cr-a comes back through its restarted replica; the route stays.
         self.wait_peer(viewer, "cr-a", timeout=60)
-        self.assertEqual(primaries(), ["cr-b"])
+        self.assertEqual(self.primary_of(viewer, prefix), ["cr-b"])
 
     def test_auto_approvers_approve_advertised_routes(self):
         leader = self.cluster.leader()
