@@ -848,13 +848,36 @@ static void join_list(char **items, size_t n_items, char *out, size_t cap)
     }
 }
 
+/* Stores n with one of its string lists (*field) replaced by items, which
+ * stay the command's, then audits "node.<what>" and succeeds. */
+static int node_list_put(struct exec *x, Concord__Node *n, char ***field, size_t *n_field,
+                         char **items, size_t n_items, const char *what)
+{
+    char **old = *field;
+    size_t old_n = *n_field;
+    char list[AUDIT_DETAIL_MAX / 2];
+    char action[32];
+    int rv;
+
+    *field = items;
+    *n_field = n_items;
+    rv = store_node_put(x->t, n);
+    *field = old;
+    *n_field = old_n;
+    if (rv != 0)
+        return rv;
+    join_list(items, n_items, list, sizeof list);
+    snprintf(action, sizeof action, "node.%s", what);
+    rv = exec_audit(x, action, "id=%llu %s=%s", (unsigned long long)n->id, what, list);
+    if (rv == 0)
+        exec_succeed(x, n->id);
+    return rv;
+}
+
 static int set_node_tags(struct exec *x)
 {
     const Concord__SetNodeTags *op = x->cmd->set_node_tags;
     Concord__Node *n = NULL;
-    char **old_tags;
-    size_t old_n_tags;
-    char list[AUDIT_DETAIL_MAX / 2];
     bool is_ok;
     int rv;
 
@@ -864,20 +887,7 @@ static int set_node_tags(struct exec *x)
     rv = exec_check_tags(x, op->tags, op->n_tags, &is_ok);
     if (rv != 0 || !is_ok)
         goto out;
-    old_tags = n->tags;
-    old_n_tags = n->n_tags;
-    n->tags = op->tags;
-    n->n_tags = op->n_tags;
-    rv = store_node_put(x->t, n);
-    n->tags = old_tags;
-    n->n_tags = old_n_tags;
-    if (rv != 0)
-        goto out;
-    join_list(op->tags, op->n_tags, list, sizeof list);
-    rv = exec_audit(x, "node.tags", "id=%llu tags=%s", (unsigned long long)n->id, list);
-    if (rv != 0)
-        goto out;
-    exec_succeed(x, n->id);
+    rv = node_list_put(x, n, &n->tags, &n->n_tags, op->tags, op->n_tags, "tags");
 out:
     store_record_free(n);
     return rv;
@@ -897,9 +907,6 @@ static int set_node_routes(struct exec *x)
 {
     const Concord__SetNodeRoutes *op = x->cmd->set_node_routes;
     Concord__Node *n = NULL;
-    char **old_routes;
-    size_t old_n_routes;
-    char list[AUDIT_DETAIL_MAX / 2];
     int rv;
 
     rv = exec_get_node(x, op->id, &n);
@@ -920,20 +927,8 @@ static int set_node_routes(struct exec *x)
             goto out;
         }
     }
-    old_routes = n->approved_routes;
-    old_n_routes = n->n_approved_routes;
-    n->approved_routes = op->routes;
-    n->n_approved_routes = op->n_routes;
-    rv = store_node_put(x->t, n);
-    n->approved_routes = old_routes;
-    n->n_approved_routes = old_n_routes;
-    if (rv != 0)
-        goto out;
-    join_list(op->routes, op->n_routes, list, sizeof list);
-    rv = exec_audit(x, "node.routes", "id=%llu routes=%s", (unsigned long long)n->id, list);
-    if (rv != 0)
-        goto out;
-    exec_succeed(x, n->id);
+    rv = node_list_put(x, n, &n->approved_routes, &n->n_approved_routes, op->routes, op->n_routes,
+                       "routes");
 out:
     store_record_free(n);
     return rv;

@@ -192,6 +192,11 @@ void ctl_gc_ephemeral(struct control *c);
  * crashed); repeated on each tick until none is left. */
 void ctl_close_stale_sessions(struct control *c);
 
+/* Proposes closing a session another replica (or an earlier run) left
+ * open; why completes the log line when it is closed (a string literal).
+ * False when out of memory. */
+bool ctl_propose_close_session(struct control *c, uint64_t node_id, uint64_t session_id,
+                               const char *why);
 /* Whether node_id has a live map session on some replica. */
 bool ctl_node_is_online(struct store_txn *t, uint64_t node_id);
 /* The Raft index at which the oldest of node_id's live sessions opened

@@ -1295,12 +1295,32 @@ static void on_gc_deleted(void *arg, int status, const Concord__CommandResult *r
         LOG_INFO("control: deleted inactive ephemeral node %" PRIu64, result->id);
 }
 
-static void on_stale_closed(void *arg, int status, const Concord__CommandResult *result)
+static void on_closed_for(void *arg, int status, const Concord__CommandResult *result)
 {
-    (void)arg;
     if (status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK)
-        LOG_INFO("control: closed a session of node %" PRIu64 " left by an earlier run",
-                 result->id);
+        LOG_INFO("control: closed a session of node %" PRIu64 " %s", result->id, (const char *)arg);
+}
+
+bool ctl_propose_close_session(struct control *c, uint64_t node_id, uint64_t session_id,
+                               const char *why)
+{
+    Concord__Command *cmd = ctl_command_new(c);
+    Concord__CloseSession *op = calloc(1, sizeof *op);
+
+    if (cmd == NULL || op == NULL) {
+        free(op);
+        if (cmd != NULL)
+            concord__command__free_unpacked(cmd, NULL);
+        return false;
+    }
+    concord__close_session__init(op);
+    op->node_id = node_id;
+    op->session_id = session_id;
+    cmd->op_case = CONCORD__COMMAND__OP_CLOSE_SESSION;
+    cmd->close_session = op;
+    if (cluster_submit(c->opt.cluster, cmd, on_closed_for, (void *)why) != 0)
+        concord__command__free_unpacked(cmd, NULL);
+    return true;
 }
 
 void ctl_gc_ephemeral(struct control *c)
@@ -1369,22 +1389,8 @@ void ctl_close_stale_sessions(struct control *c)
     }
     /* Proposed again on the next tick until none is left (a lost proposal
      * is harmless: closing a closed session changes nothing). */
-    for (size_t i = 0; i < w.n; i++) {
-        Concord__Command *cmd = ctl_command_new(c);
-        Concord__CloseSession *op = calloc(1, sizeof *op);
-
-        if (cmd == NULL || op == NULL) {
-            free(op);
-            if (cmd != NULL)
-                concord__command__free_unpacked(cmd, NULL);
+    for (size_t i = 0; i < w.n; i++)
+        if (!ctl_propose_close_session(c, w.found[i].node_id, w.found[i].session_id,
+                                       "left by an earlier run"))
             return;
-        }
-        concord__close_session__init(op);
-        op->node_id = w.found[i].node_id;
-        op->session_id = w.found[i].session_id;
-        cmd->op_case = CONCORD__COMMAND__OP_CLOSE_SESSION;
-        cmd->close_session = op;
-        if (cluster_submit(c->opt.cluster, cmd, on_stale_closed, NULL) != 0)
-            concord__command__free_unpacked(cmd, NULL);
-    }
 }

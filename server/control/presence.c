@@ -12,7 +12,6 @@
  * timeout before judging it. */
 #include "server/control/control_internal.h"
 
-#include <inttypes.h>
 #include <stdlib.h>
 
 #include "server/log.h"
@@ -73,17 +72,8 @@ static int expiry_consider(const ProtobufCMessage *record, void *arg)
     if (s->replica_id == w->c->opt.replica_id || w->n == EXPIRED_MAX ||
         w->now - last_heard(w->c, s->replica_id) < REPLICA_TIMEOUT_MS)
         return 0;
-    w->found[w->n++] = (Concord__Session){
-        .node_id = s->node_id, .replica_id = s->replica_id, .session_id = s->session_id};
+    w->found[w->n++] = (Concord__Session){.node_id = s->node_id, .session_id = s->session_id};
     return 0;
-}
-
-static void on_expired(void *arg, int status, const Concord__CommandResult *result)
-{
-    (void)arg;
-    if (status == CLUSTER_OK && result->code == CLUSTER_RESULT_OK)
-        LOG_INFO("control: closed a session of node %" PRIu64 " held by a silent replica",
-                 result->id);
 }
 
 /* On the leader: closes the sessions of replicas gone silent. Proposed
@@ -104,27 +94,13 @@ static void expire_silent_replicas(struct control *c, uint64_t now)
     }
     store_session_each(t, expiry_consider, w);
     store_txn_abort(t);
-    for (size_t i = 0; i < w->n; i++) {
-        Concord__Command *cmd = ctl_command_new(c);
-        Concord__CloseSession *op = calloc(1, sizeof *op);
-
-        if (cmd == NULL || op == NULL) {
-            free(op);
-            if (cmd != NULL)
-                concord__command__free_unpacked(cmd, NULL);
+    if (w->n > 0)
+        LOG_WARN("control: closing %zu sessions of replicas silent for %d ms", w->n,
+                 REPLICA_TIMEOUT_MS);
+    for (size_t i = 0; i < w->n; i++)
+        if (!ctl_propose_close_session(c, w->found[i].node_id, w->found[i].session_id,
+                                       "held by a silent replica"))
             break;
-        }
-        if (i == 0)
-            LOG_WARN("control: replica %" PRIu64 " silent for %d ms: closing its sessions",
-                     w->found[i].replica_id, REPLICA_TIMEOUT_MS);
-        concord__close_session__init(op);
-        op->node_id = w->found[i].node_id;
-        op->session_id = w->found[i].session_id;
-        cmd->op_case = CONCORD__COMMAND__OP_CLOSE_SESSION;
-        cmd->close_session = op;
-        if (cluster_submit(c->opt.cluster, cmd, on_expired, NULL) != 0)
-            concord__command__free_unpacked(cmd, NULL);
-    }
     free(w);
 }
 
